@@ -1,0 +1,11 @@
+// Logging setup: spdlog to stderr with the rank in every line. Use spdlog::info() etc.
+#pragma once
+
+#include <string>
+
+namespace sw {
+
+// level: trace|debug|info|warn|error|off. rank < 0 leaves the rank out of the pattern.
+void init_logging(const std::string& level = "info", int rank = -1);
+
+}  // namespace sw

@@ -1,0 +1,67 @@
+// .npy writer/reader.
+#include "common/npy.h"
+
+#include <fmt/format.h>
+
+#include <cstring>
+#include <fstream>
+#include <regex>
+
+namespace sw {
+
+Status write_npy(const std::string& path, const float* data, const Shape& shape) {
+  std::string dims;
+  for (size_t i = 0; i < shape.size(); ++i)
+    dims +=
+        fmt::format("{}{}", shape[i], shape.size() == 1 ? "," : (i + 1 < shape.size() ? ", " : ""));
+  std::string header =
+      fmt::format("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}", dims);
+  size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header.push_back('\n');
+  std::ofstream f(path, std::ios::binary);
+  if (!f) return not_found("cannot open '{}' for writing", path);
+  const char magic[] = "\x93NUMPY\x01\x00";
+  f.write(magic, 8);
+  uint16_t len = static_cast<uint16_t>(header.size());
+  f.write(reinterpret_cast<const char*>(&len), 2);
+  f.write(header.data(), static_cast<std::streamsize>(header.size()));
+  f.write(reinterpret_cast<const char*>(data),
+          static_cast<std::streamsize>(shape_numel(shape) * 4));
+  if (!f) return data_loss("short write to '{}'", path);
+  return Status();
+}
+
+Result<Tensor> read_npy(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return not_found("cannot open '{}'", path);
+  char magic[8];
+  uint16_t len = 0;
+  f.read(magic, 8);
+  f.read(reinterpret_cast<char*>(&len), 2);
+  if (!f || std::memcmp(magic, "\x93NUMPY\x01", 7) != 0)
+    return data_loss("'{}' is not a .npy v1 file", path);
+  std::string header(len, '\0');
+  f.read(header.data(), len);
+  if (header.find("'<f4'") == std::string::npos ||
+      header.find("'fortran_order': False") == std::string::npos)
+    return data_loss("'{}': only C-order float32 is supported (header {})", path, header);
+  std::smatch m;
+  if (!std::regex_search(header, m, std::regex("'shape': \\(([0-9, ]*)\\)")))
+    return data_loss("'{}': no shape in header", path);
+  Shape shape;
+  std::string dims = m[1];
+  for (size_t pos = 0; pos < dims.size();) {
+    size_t next = dims.find(',', pos);
+    std::string d = dims.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
+    if (d.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(d));
+    if (next == std::string::npos) break;
+    pos = next + 1;
+  }
+  Tensor t = Tensor::empty(shape, DType::kF32);
+  f.read(static_cast<char*>(t.data()), static_cast<std::streamsize>(t.nbytes()));
+  if (!f) return data_loss("'{}': data shorter than shape {}", path, shape_str(shape));
+  return t;
+}
+
+}  // namespace sw
