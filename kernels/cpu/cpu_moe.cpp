@@ -1,0 +1,184 @@
+// CPU MoE ops: router top-k, capacity/drop-policy slot assignment, permute to expert-major
+// rows and the weighted unpermute. moe_assign is sequential by design: its output is a pure
+// function of the inputs that every backend must reproduce exactly.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "kernels/cpu/cpu_ops.h"
+
+namespace sw::kernels::cpu {
+
+// Selection is by logit (softmax is monotone), so the chosen ids never depend on how a
+// backend rounds exp(); ties go to the lower expert id. Weights are the float32 softmax.
+Status router_topk(const Tensor& logits, int k, bool renormalize, Tensor& topk_ids,
+                   Tensor& topk_weights) {
+  const char* op = "router_topk";
+  SW_RETURN_IF_ERROR(check_float(op, "logits", logits, 2));
+  SW_RETURN_IF_ERROR(check_int32(op, "topk_ids", topk_ids, 2));
+  SW_RETURN_IF_ERROR(check_tensor(op, "topk_weights", topk_weights, 2));
+  const int64_t t = logits.dim(0), e = logits.dim(1);
+  if (k <= 0 || k > e)
+    return invalid_argument("router_topk: k={} must be in [1, E={}] for logits {}", k, e,
+                            desc(logits));
+  SW_RETURN_IF_ERROR(check_shape(op, "topk_ids", topk_ids, {t, k}));
+  SW_RETURN_IF_ERROR(check_shape(op, "topk_weights", topk_weights, {t, k}));
+  if (topk_weights.dtype() != DType::kF32)
+    return invalid_argument("router_topk: topk_weights must be float32, got {}",
+                            desc(topk_weights));
+  int32_t* ids = topk_ids.data_as<int32_t>();
+  float* wts = topk_weights.data_as<float>();
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<size_t>(e));
+    std::vector<int32_t> order(static_cast<size_t>(e));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < t; ++r) {
+      load_row(logits.data(), logits.dtype(), r * e, e, row.data());
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+        return row[a] > row[b] || (row[a] == row[b] && a < b);
+      });
+      const float m = row[order[0]];
+      float denom = 0.f;
+      for (int64_t i = 0; i < e; ++i) denom += std::exp(row[i] - m);
+      float kept = 0.f;
+      for (int j = 0; j < k; ++j) {
+        ids[r * k + j] = order[j];
+        wts[r * k + j] = std::exp(row[order[j]] - m) / denom;
+        kept += wts[r * k + j];
+      }
+      if (renormalize)
+        for (int j = 0; j < k; ++j) wts[r * k + j] /= kept;
+    }
+  }
+  return Status::ok_status();
+}
+
+Status moe_assign(const Tensor& topk_ids, const Tensor& topk_weights, int num_experts,
+                  int64_t capacity, DropPolicy policy, Tensor& dest_rows, Tensor& expert_offsets) {
+  const char* op = "moe_assign";
+  SW_RETURN_IF_ERROR(check_int32(op, "topk_ids", topk_ids, 2));
+  SW_RETURN_IF_ERROR(check_tensor(op, "topk_weights", topk_weights, 2));
+  SW_RETURN_IF_ERROR(check_int32(op, "dest_rows", dest_rows, 2));
+  SW_RETURN_IF_ERROR(check_int32(op, "expert_offsets", expert_offsets, 1));
+  if (topk_weights.dtype() != DType::kF32)
+    return invalid_argument("moe_assign: topk_weights must be float32, got {}", desc(topk_weights));
+  if (num_experts < 0)
+    return invalid_argument("moe_assign: num_experts={} is negative", num_experts);
+  const int64_t t = topk_ids.dim(0), k = topk_ids.dim(1);
+  SW_RETURN_IF_ERROR(check_shape(op, "topk_weights", topk_weights, topk_ids.shape()));
+  SW_RETURN_IF_ERROR(check_shape(op, "dest_rows", dest_rows, topk_ids.shape()));
+  SW_RETURN_IF_ERROR(check_shape(op, "expert_offsets", expert_offsets, {num_experts + 1}));
+  const int32_t* ids = topk_ids.data_as<int32_t>();
+  const float* w = topk_weights.data_as<float>();
+
+  // Priority scores use all k weights, including choices of other ranks' experts, so every
+  // EP rank orders a token the same way.
+  std::vector<int64_t> order(static_cast<size_t>(t));
+  std::iota(order.begin(), order.end(), 0);
+  if (policy != DropPolicy::kOrder) {
+    std::vector<float> score(static_cast<size_t>(t));
+    for (int64_t i = 0; i < t; ++i) {
+      float s = policy == DropPolicy::kPriorityMax ? -std::numeric_limits<float>::infinity() : 0.f;
+      for (int64_t j = 0; j < k; ++j)
+        s = policy == DropPolicy::kPriorityMax ? std::max(s, w[i * k + j]) : s + w[i * k + j];
+      score[i] = s;
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return score[a] > score[b]; });
+  }
+
+  int32_t* dest = dest_rows.data_as<int32_t>();
+  std::vector<int64_t> count(static_cast<size_t>(num_experts), 0);
+  for (int64_t j = 0; j < k; ++j) {
+    for (int64_t i : order) {
+      const int32_t e = ids[i * k + j];
+      if (e < 0 || e >= num_experts) {
+        dest[i * k + j] = -1;
+        continue;
+      }
+      const int64_t slot = count[e]++;
+      // Slot for now; turned into a row once the offsets are known.
+      dest[i * k + j] = (capacity >= 0 && slot >= capacity) ? -1 : static_cast<int32_t>(slot);
+    }
+  }
+  int32_t* offs = expert_offsets.data_as<int32_t>();
+  offs[0] = 0;
+  for (int e = 0; e < num_experts; ++e) {
+    const int64_t kept = capacity >= 0 ? std::min(count[e], capacity) : count[e];
+    offs[e + 1] = offs[e] + static_cast<int32_t>(kept);
+  }
+  for (int64_t i = 0; i < t * k; ++i)
+    if (dest[i] >= 0) dest[i] += offs[ids[i]];
+  return Status::ok_status();
+}
+
+Status moe_permute(const Tensor& x, const Tensor& dest_rows, Tensor& out) {
+  const char* op = "moe_permute";
+  SW_RETURN_IF_ERROR(check_float(op, "x", x, 2));
+  SW_RETURN_IF_ERROR(check_int32(op, "dest_rows", dest_rows, 2));
+  SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
+  const int64_t t = x.dim(0), h = x.dim(1), k = dest_rows.dim(1), r = out.dim(0);
+  if (dest_rows.dim(0) != t)
+    return invalid_argument("moe_permute: dest_rows {} must have T={} rows like x {}",
+                            desc(dest_rows), t, desc(x));
+  if (out.dim(1) != h)
+    return invalid_argument("moe_permute: out {} must have H={} columns like x {}", desc(out), h,
+                            desc(x));
+  const int32_t* dest = dest_rows.data_as<int32_t>();
+  for (int64_t i = 0; i < t * k; ++i)
+    if (dest[i] >= r)
+      return invalid_argument("moe_permute: dest_rows[{}, {}]={} past out {}", i / k, i % k,
+                              dest[i], desc(out));
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<size_t>(h));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < t; ++i) {
+      load_row(x.data(), x.dtype(), i * h, h, row.data());
+      for (int64_t j = 0; j < k; ++j)
+        if (dest[i * k + j] >= 0)
+          store_row(out.data(), out.dtype(), dest[i * k + j] * h, h, row.data());
+    }
+  }
+  return Status::ok_status();
+}
+
+Status moe_unpermute(const Tensor& y, const Tensor& dest_rows, const Tensor& weights, Tensor& out) {
+  const char* op = "moe_unpermute";
+  SW_RETURN_IF_ERROR(check_float(op, "y", y, 2));
+  SW_RETURN_IF_ERROR(check_int32(op, "dest_rows", dest_rows, 2));
+  SW_RETURN_IF_ERROR(check_tensor(op, "weights", weights, 2));
+  SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
+  if (weights.dtype() != DType::kF32)
+    return invalid_argument("moe_unpermute: weights must be float32, got {}", desc(weights));
+  const int64_t t = dest_rows.dim(0), k = dest_rows.dim(1), r = y.dim(0), h = y.dim(1);
+  SW_RETURN_IF_ERROR(check_shape(op, "weights", weights, dest_rows.shape()));
+  SW_RETURN_IF_ERROR(check_shape(op, "out", out, {t, h}));
+  const int32_t* dest = dest_rows.data_as<int32_t>();
+  const float* w = weights.data_as<float>();
+  for (int64_t i = 0; i < t * k; ++i)
+    if (dest[i] >= r)
+      return invalid_argument("moe_unpermute: dest_rows[{}, {}]={} past y {}", i / k, i % k,
+                              dest[i], desc(y));
+#pragma omp parallel
+  {
+    std::vector<float> acc(static_cast<size_t>(h)), row(static_cast<size_t>(h));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < t; ++i) {
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t j = 0; j < k; ++j) {
+        const int32_t d = dest[i * k + j];
+        if (d < 0) continue;
+        load_row(y.data(), y.dtype(), d * h, h, row.data());
+        for (int64_t c = 0; c < h; ++c) acc[c] += w[i * k + j] * row[c];
+      }
+      store_row(out.data(), out.dtype(), i * h, h, acc.data());
+    }
+  }
+  return Status::ok_status();
+}
+
+}  // namespace sw::kernels::cpu
