@@ -3,8 +3,10 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <regex>
 
 namespace sw {
@@ -43,6 +45,7 @@ Result<Tensor> read_npy(const std::string& path) {
     return data_loss("'{}' is not a .npy v1 file", path);
   std::string header(len, '\0');
   f.read(header.data(), len);
+  if (!f) return data_loss("'{}': header length {} runs past the end of the file", path, len);
   if (header.find("'<f4'") == std::string::npos ||
       header.find("'fortran_order': False") == std::string::npos)
     return data_loss("'{}': only C-order float32 is supported (header {})", path, header);
@@ -51,13 +54,33 @@ Result<Tensor> read_npy(const std::string& path) {
     return data_loss("'{}': no shape in header", path);
   Shape shape;
   std::string dims = m[1];
+  // Dimensions are checked against the bytes left in the file before allocating, so a
+  // corrupt shape is an error rather than an exception or a huge allocation.
+  int64_t numel = 1;
   for (size_t pos = 0; pos < dims.size();) {
     size_t next = dims.find(',', pos);
     std::string d = dims.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
-    if (d.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(d));
+    const size_t first = d.find_first_not_of(' ');
+    if (first != std::string::npos) {
+      const size_t last = d.find_last_not_of(' ');
+      int64_t v = 0;
+      auto [end, ec] = std::from_chars(d.data() + first, d.data() + last + 1, v);
+      if (ec != std::errc() || end != d.data() + last + 1 ||
+          (v != 0 && numel > std::numeric_limits<int64_t>::max() / 4 / v))
+        return data_loss("'{}': shape ({}) is too large or malformed", path, dims);
+      numel *= v;
+      shape.push_back(v);
+    }
     if (next == std::string::npos) break;
     pos = next + 1;
   }
+  const std::streampos data_pos = f.tellg();
+  f.seekg(0, std::ios::end);
+  const int64_t data_bytes = static_cast<int64_t>(f.tellg() - data_pos);
+  f.seekg(data_pos);
+  if (numel * 4 > data_bytes)
+    return data_loss("'{}': data ({} bytes) shorter than shape {}", path, data_bytes,
+                     shape_str(shape));
   Tensor t = Tensor::empty(shape, DType::kF32);
   f.read(static_cast<char*>(t.data()), static_cast<std::streamsize>(t.nbytes()));
   if (!f) return data_loss("'{}': data shorter than shape {}", path, shape_str(shape));
