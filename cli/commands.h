@@ -1,0 +1,14 @@
+// Subcommands of the `shardwise` executable. Each registers its flags on a CLI11 app and
+// returns the process exit code when run. Add one: declare it here, define it in its own
+// file, register it in main.cpp, and document it in README.md.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace sw::cli {
+
+// Registers `generate` on `app`; the returned function runs it (exit code).
+std::function<int()> add_generate_command(CLI::App& app);
+
+}  // namespace sw::cli

@@ -1,0 +1,258 @@
+// `shardwise generate`: load a model (folder or preset), run prompts through the generation
+// loop on one backend, print tokens (text or JSON lines) and optionally dump logits (.npy).
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "common/json_fields.h"
+#include "common/npy.h"
+#include "kernels/backend.h"
+#include "model/model_config.h"
+#include "model/weight_source.h"
+#include "worker/generator.h"
+#include "worker/model_runner.h"
+#include "worker/model_weights.h"
+
+namespace sw::cli {
+
+namespace {
+
+struct GenerateArgs {
+  std::string model;
+  std::string load_format = "auto";
+  std::string dtype = "float32";
+  std::string device = "cpu";
+  std::string prompt_ids;
+  std::string prompts_file;
+  int max_new_tokens = 16;
+  float temperature = 0.f;
+  int top_k = 0;
+  float top_p = 1.f;
+  uint64_t seed = 0;
+  uint64_t dummy_seed = 0;
+  bool ignore_eos = false;
+  bool json = false;
+  std::string dump_logits;
+  int64_t num_kv_blocks = 0;
+  int kv_block_size = 16;
+  int max_num_seqs = 256;
+  int64_t max_num_batched_tokens = 2048;
+  int threads = 0;
+};
+
+Result<std::vector<int32_t>> parse_ids(const std::string& text, const std::string& what) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
+    if (a == std::string::npos) return invalid_argument("{}: empty token id in '{}'", what, text);
+    item = item.substr(a, b - a + 1);
+    char* end = nullptr;
+    long v = std::strtol(item.c_str(), &end, 10);
+    if (*end != '\0' || v < 0 || v > INT32_MAX)
+      return invalid_argument("{}: '{}' is not a non-negative token id", what, item);
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (ids.empty()) return invalid_argument("{}: no token ids", what);
+  return ids;
+}
+
+Result<std::vector<worker::GenerationRequest>> build_requests(const GenerateArgs& a) {
+  worker::GenerationRequest base;
+  base.max_new_tokens = a.max_new_tokens;
+  base.sampling.temperature = a.temperature;
+  base.sampling.top_k = a.top_k;
+  base.sampling.top_p = a.top_p;
+  base.sampling.seed = a.seed;
+  base.ignore_eos = a.ignore_eos;
+  base.return_logits = !a.dump_logits.empty();
+  std::vector<worker::GenerationRequest> reqs;
+  if (!a.prompt_ids.empty()) {
+    SW_ASSIGN_OR_RETURN(base.prompt_ids, parse_ids(a.prompt_ids, "--prompt-ids"));
+    reqs.push_back(base);
+    return reqs;
+  }
+  std::ifstream in(a.prompts_file);
+  if (!in) return not_found("--prompts: cannot open '{}'", a.prompts_file);
+  std::string line;
+  for (int lineno = 1; std::getline(in, line); ++lineno) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    std::string where = fmt::format("{}:{}", a.prompts_file, lineno);
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      return invalid_argument("{}: expected one JSON object per line", where);
+    JsonFields f(j, where);
+    worker::GenerationRequest r = base;
+    SW_ASSIGN_OR_RETURN(std::vector<int> ids, f.required<std::vector<int>>("prompt_ids"));
+    if (ids.empty()) return invalid_argument("{}: key 'prompt_ids': empty prompt", where);
+    for (int id : ids)
+      if (id < 0) return invalid_argument("{}: key 'prompt_ids': negative token id {}", where, id);
+    r.prompt_ids.assign(ids.begin(), ids.end());
+    SW_ASSIGN_OR_RETURN(r.max_new_tokens, f.optional<int>("max_new_tokens", r.max_new_tokens));
+    SW_ASSIGN_OR_RETURN(r.sampling.temperature,
+                        f.optional<float>("temperature", r.sampling.temperature));
+    SW_ASSIGN_OR_RETURN(r.sampling.top_k, f.optional<int32_t>("top_k", r.sampling.top_k));
+    SW_ASSIGN_OR_RETURN(r.sampling.top_p, f.optional<float>("top_p", r.sampling.top_p));
+    SW_ASSIGN_OR_RETURN(r.sampling.seed, f.optional<uint64_t>("seed", r.sampling.seed));
+    reqs.push_back(std::move(r));
+  }
+  if (reqs.empty()) return invalid_argument("--prompts: '{}' holds no prompts", a.prompts_file);
+  return reqs;
+}
+
+std::string logits_path(const std::string& path, size_t index, size_t count) {
+  if (count == 1) return path;
+  std::string stem = path, ext;
+  if (path.size() > 4 && path.substr(path.size() - 4) == ".npy") {
+    stem = path.substr(0, path.size() - 4);
+    ext = ".npy";
+  }
+  return fmt::format("{}_{}{}", stem, index, ext);
+}
+
+Status run_generate(const GenerateArgs& a) {
+  SW_ASSIGN_OR_RETURN(model::ModelConfig config, model::load_model_config(a.model));
+  SW_ASSIGN_OR_RETURN(model::LoadFormat format, model::parse_load_format(a.load_format));
+  SW_ASSIGN_OR_RETURN(DType dtype, parse_dtype(a.dtype));
+  if (dtype != DType::kF32 && dtype != DType::kBF16 && dtype != DType::kF16)
+    return invalid_argument("--dtype: expected float32, bfloat16 or float16, got '{}'", a.dtype);
+  SW_ASSIGN_OR_RETURN(auto requests, build_requests(a));
+
+  std::unique_ptr<kernels::Backend> backend;
+  if (a.device == "cpu") {
+    backend = kernels::make_cpu_backend(a.threads);
+  } else if (a.device == "cuda") {
+    SW_ASSIGN_OR_RETURN(backend, kernels::make_cuda_backend(0));
+  } else {
+    return invalid_argument("--device: expected cpu or cuda, got '{}'", a.device);
+  }
+  for (kernels::Op op :
+       {kernels::Op::kGemm, kernels::Op::kAttentionPrefill, kernels::Op::kAttentionDecode})
+    if (!backend->supports(op, dtype))
+      return unimplemented("the {} backend does not support {} in {}", backend->name(),
+                           kernels::op_name(op), dtype_name(dtype));
+
+  const auto t_load = std::chrono::steady_clock::now();
+  SW_ASSIGN_OR_RETURN(auto source,
+                      model::open_weight_source(config, a.model, format, a.dummy_seed));
+  SW_ASSIGN_OR_RETURN(worker::ModelWeights weights,
+                      worker::load_model_weights(config, *source, *backend, dtype));
+  spdlog::info(
+      "loaded {} ({}, {} parameters) from {} in {:.0f} ms", a.model, config.model_type,
+      config.num_parameters(), source->describe(),
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_load).count());
+
+  worker::KvCacheOptions kv;
+  kv.block_size = a.kv_block_size;
+  if (a.kv_block_size <= 0)
+    return invalid_argument("--kv-block-size must be positive, got {}", a.kv_block_size);
+  kv.num_blocks = a.num_kv_blocks;
+  if (kv.num_blocks <= 0) {  // enough for every request at once
+    for (const auto& r : requests)
+      kv.num_blocks +=
+          (static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens + kv.block_size - 1) /
+          kv.block_size;
+  }
+  worker::ModelRunner runner(config, std::move(weights), *backend, kv);
+  worker::Generator gen(runner, worker::SchedulerOptions{a.max_num_seqs, a.max_num_batched_tokens});
+  SW_ASSIGN_OR_RETURN(auto results, gen.generate(requests));
+
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    const double decode_ms = r.total_ms - r.ttft_ms;
+    const double decode_tps = r.output_ids.size() > 1 && decode_ms > 0
+                                  ? (r.output_ids.size() - 1) * 1000.0 / decode_ms
+                                  : 0.0;
+    if (a.json) {
+      nlohmann::json j = {{"index", i},
+                          {"prompt_ids", r.prompt_ids},
+                          {"output_ids", r.output_ids},
+                          {"finish_reason", r.finish_reason},
+                          {"num_preemptions", r.num_preemptions},
+                          {"timing",
+                           {{"ttft_ms", r.ttft_ms},
+                            {"total_ms", r.total_ms},
+                            {"decode_tokens_per_s", decode_tps}}}};
+      std::cout << j.dump() << "\n";
+    } else {
+      std::cout << fmt::format(
+          "[{}] prompt={} -> output={} ({}, ttft {:.1f} ms, total {:.1f} ms)\n", i,
+          fmt::join(r.prompt_ids, ","), fmt::join(r.output_ids, ","), r.finish_reason, r.ttft_ms,
+          r.total_ms);
+    }
+    if (!a.dump_logits.empty()) {
+      std::string path = logits_path(a.dump_logits, i, results.size());
+      SW_RETURN_IF_ERROR(write_npy(path, r.logits.data_as<float>(), r.logits.shape()));
+    }
+  }
+  std::cout.flush();
+  const auto& st = gen.stats();
+  spdlog::info(
+      "{} request(s), {} prompt + {} generated tokens in {} steps, {:.1f} ms ({:.1f} tok/s), {} "
+      "preemption(s)",
+      results.size(), st.prompt_tokens, st.generated_tokens, st.num_steps, st.wall_ms,
+      st.wall_ms > 0 ? st.generated_tokens * 1000.0 / st.wall_ms : 0.0, st.num_preemptions);
+  return Status();
+}
+
+}  // namespace
+
+std::function<int()> add_generate_command(CLI::App& app) {
+  auto a = std::make_shared<GenerateArgs>();
+  CLI::App* g = app.add_subcommand("generate", "Generate tokens for prompts on one process");
+  g->add_option("--model", a->model, "Model folder (config.json + safetensors) or preset name")
+      ->required();
+  g->add_option("--load-format", a->load_format, "auto|safetensors|dummy")->capture_default_str();
+  g->add_option("--dtype", a->dtype, "float32|bfloat16|float16 (weights and activations)")
+      ->capture_default_str();
+  g->add_option("--device", a->device, "cpu|cuda")->capture_default_str();
+  auto* ids =
+      g->add_option("--prompt-ids", a->prompt_ids, "Comma-separated prompt token ids, e.g. 1,2,3");
+  auto* file = g->add_option("--prompts", a->prompts_file,
+                             "JSONL file: one {\"prompt_ids\": [...]} per line");
+  ids->excludes(file);
+  g->add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate per prompt")
+      ->capture_default_str();
+  g->add_option("--temperature", a->temperature, "0 = greedy")->capture_default_str();
+  g->add_option("--top-k", a->top_k, "0 = off")->capture_default_str();
+  g->add_option("--top-p", a->top_p, "1 = off")->capture_default_str();
+  g->add_option("--seed", a->seed, "Sampling seed (per request; reproducible)")
+      ->capture_default_str();
+  g->add_option("--dummy-seed", a->dummy_seed, "Seed of --load-format dummy weights")
+      ->capture_default_str();
+  g->add_flag("--ignore-eos", a->ignore_eos, "Do not stop at the model's eos_token_id");
+  g->add_flag("--json", a->json, "One JSON object per prompt per line");
+  g->add_option("--dump-logits", a->dump_logits,
+                "Write float32 logits [prompt + generated - 1, vocab] to this .npy (several "
+                "prompts: _<i> appended)");
+  g->add_option("--num-kv-blocks", a->num_kv_blocks,
+                "KV cache blocks (0 = enough for every prompt)")
+      ->capture_default_str();
+  g->add_option("--kv-block-size", a->kv_block_size, "Tokens per KV block")->capture_default_str();
+  g->add_option("--max-num-seqs", a->max_num_seqs, "Sequences per step")->capture_default_str();
+  g->add_option("--max-num-batched-tokens", a->max_num_batched_tokens,
+                "Tokens per step (prefill is chunked)")
+      ->capture_default_str();
+  g->add_option("--threads", a->threads, "CPU threads (0 = all cores)")->capture_default_str();
+  return [a, ids, file]() {
+    if (ids->count() == 0 && file->count() == 0) {
+      std::cerr << "error: generate needs --prompt-ids or --prompts\n";
+      return 2;
+    }
+    Status s = run_generate(*a);
+    if (!s.ok()) {
+      std::cerr << "error: " << s.message() << "\n";
+      return 1;
+    }
+    return 0;
+  };
+}
+
+}  // namespace sw::cli

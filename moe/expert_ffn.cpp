@@ -1,0 +1,55 @@
+// Single-rank MoE FFN built from backend ops.
+#include "moe/expert_ffn.h"
+
+#include <algorithm>
+
+namespace sw::moe {
+
+Status moe_ffn(kernels::Backend& b, const Tensor& x, const Tensor& router_w,
+               const Tensor& w_gate_up, const Tensor& w_down, const MoeOptions& o, Tensor& out,
+               MoeLayerMetrics* metrics) {
+  const int64_t T = x.dim(0);
+  const int E = static_cast<int>(router_w.dim(0));
+  const int64_t I2 = w_gate_up.dim(1);
+  const int64_t H = x.dim(1);
+  const int k = o.top_k;
+  Tensor logits = b.alloc({T, E}, x.dtype());
+  SW_RETURN_IF_ERROR(b.gemm(x, router_w, logits));
+  Tensor topk_ids = b.alloc({T, k}, DType::kI32);
+  Tensor topk_w = b.alloc({T, k}, DType::kF32);
+  SW_RETURN_IF_ERROR(b.router_topk(logits, k, o.renormalize, topk_ids, topk_w));
+  Tensor dest = b.alloc({T, k}, DType::kI32);
+  Tensor offsets = b.alloc({E + 1}, DType::kI32);
+  SW_RETURN_IF_ERROR(b.moe_assign(topk_ids, topk_w, E, o.capacity, o.policy, dest, offsets));
+  // Rows past the kept count are never read: the buffer is sized for the dropless worst case.
+  const int64_t R = T * k;
+  Tensor permuted = b.alloc({R, H}, x.dtype());
+  SW_RETURN_IF_ERROR(b.moe_permute(x, dest, permuted));
+  Tensor gate_up = b.alloc({R, I2}, x.dtype());
+  SW_RETURN_IF_ERROR(b.grouped_gemm(permuted, w_gate_up, offsets, gate_up));
+  Tensor act = b.alloc({R, I2 / 2}, x.dtype());
+  SW_RETURN_IF_ERROR(b.silu_and_mul(gate_up, act));
+  Tensor y = b.alloc({R, H}, x.dtype());
+  SW_RETURN_IF_ERROR(b.grouped_gemm(act, w_down, offsets, y));
+  SW_RETURN_IF_ERROR(b.moe_unpermute(y, dest, topk_w, out));
+  if (metrics) {
+    Tensor host = Tensor::empty({E + 1}, DType::kI32);
+    SW_RETURN_IF_ERROR(b.copy(offsets, host));
+    SW_RETURN_IF_ERROR(b.synchronize());
+    const int32_t* off = host.data_as<int32_t>();
+    metrics->tokens_per_expert.assign(E, 0);
+    int64_t kept = 0, max_load = 0;
+    for (int e = 0; e < E; ++e) {
+      metrics->tokens_per_expert[e] = off[e + 1] - off[e];
+      kept += metrics->tokens_per_expert[e];
+      max_load = std::max(max_load, metrics->tokens_per_expert[e]);
+    }
+    metrics->num_assignments = R;
+    metrics->num_dropped = R - kept;
+    metrics->imbalance =
+        kept > 0 ? static_cast<double>(max_load) * E / static_cast<double>(kept) : 0.0;
+  }
+  return Status();
+}
+
+}  // namespace sw::moe

@@ -1,0 +1,35 @@
+// MoE FFN on one rank: router -> top-k -> expert slots (capacity, drop policy) -> permute ->
+// grouped gate/up GEMM -> SiLU-and-mul -> grouped down GEMM -> weighted unpermute.
+// Expert parallelism wraps this with dispatch/combine all-to-alls (parallel/ and moe/).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/status.h"
+#include "common/tensor.h"
+#include "kernels/backend.h"
+
+namespace sw::moe {
+
+struct MoeOptions {
+  int top_k = 2;
+  bool renormalize = true;
+  int64_t capacity = -1;  // per expert; < 0: dropless
+  kernels::DropPolicy policy = kernels::DropPolicy::kOrder;
+};
+
+struct MoeLayerMetrics {
+  std::vector<int64_t> tokens_per_expert;  // kept assignments per expert
+  int64_t num_assignments = 0;             // T * k
+  int64_t num_dropped = 0;
+  double imbalance = 0.0;  // max / mean of tokens_per_expert
+};
+
+// x: [T, H]; router_w: [E, H]; w_gate_up: [E, 2I, H]; w_down: [E, H, I]; out: [T, H].
+// metrics (optional) costs a device-to-host copy of the expert counts.
+Status moe_ffn(kernels::Backend& backend, const Tensor& x, const Tensor& router_w,
+               const Tensor& w_gate_up, const Tensor& w_down, const MoeOptions& options,
+               Tensor& out, MoeLayerMetrics* metrics = nullptr);
+
+}  // namespace sw::moe

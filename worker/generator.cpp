@@ -1,0 +1,194 @@
+// Continuous-batching generation loop over a ModelRunner.
+#include "worker/generator.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <deque>
+
+namespace sw::worker {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+struct SeqState {
+  size_t index = 0;  // request index
+  int64_t seq_id = 0;
+  std::vector<int32_t> tokens;  // prompt + generated: what the cache must hold
+  int64_t num_prompt = 0;
+  int64_t num_cached = 0;  // tokens already in the KV cache
+};
+
+}  // namespace
+
+Generator::Generator(ModelRunner& runner, SchedulerOptions options)
+    : runner_(runner), options_(options) {}
+
+Result<std::vector<GenerationResult>> Generator::generate(
+    const std::vector<GenerationRequest>& requests) {
+  const auto& cfg = runner_.config();
+  KvBlockPool& pool = runner_.kv_pool();
+  const auto t0 = Clock::now();
+  stats_ = GenerationStats{};
+  std::vector<GenerationResult> results(requests.size());
+  std::deque<SeqState> waiting;
+  std::vector<SeqState> running;
+  static int64_t next_seq_id = 1;
+
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const auto& r = requests[i];
+    if (r.prompt_ids.empty()) return invalid_argument("request {}: empty prompt", i);
+    if (r.max_new_tokens < 1)
+      return invalid_argument("request {}: max_new_tokens must be >= 1, got {}", i,
+                              r.max_new_tokens);
+    const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens;
+    if (total > cfg.max_position_embeddings)
+      return invalid_argument(
+          "request {}: prompt ({}) + max_new_tokens ({}) exceeds the model's context of {}", i,
+          r.prompt_ids.size(), r.max_new_tokens, cfg.max_position_embeddings);
+    const int64_t blocks = (total + pool.block_size() - 1) / pool.block_size();
+    if (blocks > pool.num_blocks())
+      return resource_exhausted(
+          "request {}: needs {} KV blocks for {} tokens but the cache has only {}", i, blocks,
+          total, pool.num_blocks());
+    for (int32_t t : r.prompt_ids)
+      if (t < 0 || t >= cfg.vocab_size)
+        return invalid_argument("request {}: token id {} is outside the vocabulary [0, {})", i, t,
+                                cfg.vocab_size);
+    results[i].prompt_ids = r.prompt_ids;
+    if (r.return_logits)
+      results[i].logits = Tensor::empty({total - 1, cfg.vocab_size}, DType::kF32);
+    SeqState s;
+    s.index = i;
+    s.seq_id = next_seq_id++;
+    s.tokens = r.prompt_ids;
+    s.num_prompt = static_cast<int64_t>(r.prompt_ids.size());
+    waiting.push_back(std::move(s));
+    stats_.prompt_tokens += s.num_prompt;
+  }
+
+  auto is_eos = [&](int32_t t) {
+    return std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), t) !=
+           cfg.eos_token_ids.end();
+  };
+
+  while (!waiting.empty() || !running.empty()) {
+    // ---- Decode for every running sequence; preempt the newest while blocks are short ----
+    // `running` holds only sequences whose prompt is fully cached (they decode one token).
+    int64_t decode_blocks = 0;
+    while (!running.empty()) {
+      decode_blocks = 0;
+      for (const auto& s : running) decode_blocks += pool.blocks_needed(s.seq_id, 1);
+      if (decode_blocks <= pool.num_free_blocks()) break;
+      SeqState victim = std::move(running.back());
+      running.pop_back();
+      SW_RETURN_IF_ERROR(runner_.free_sequence(victim.seq_id));
+      spdlog::debug("preempting request {}: KV cache full, it will be recomputed", victim.index);
+      victim.num_cached = 0;
+      victim.seq_id = next_seq_id++;
+      ++results[victim.index].num_preemptions;
+      ++stats_.num_preemptions;
+      waiting.push_front(std::move(victim));
+    }
+    if (running.empty()) decode_blocks = 0;
+    int64_t free_blocks = pool.num_free_blocks() - decode_blocks;
+    int64_t budget = options_.max_num_batched_tokens - static_cast<int64_t>(running.size());
+
+    // ---- Admit waiting prompts (chunked prefill) while budget, seats and blocks allow ----
+    std::vector<SeqState> prefill;
+    std::vector<int64_t> chunk_len;
+    while (!waiting.empty() && budget > 0 &&
+           static_cast<int>(running.size() + prefill.size()) < options_.max_num_seqs) {
+      SeqState& s = waiting.front();
+      int64_t remaining = static_cast<int64_t>(s.tokens.size()) - s.num_cached;
+      int64_t chunk = std::min(remaining, budget);
+      int64_t need = pool.blocks_needed(s.seq_id, chunk);
+      if (need > free_blocks) break;
+      free_blocks -= need;
+      budget -= chunk;
+      chunk_len.push_back(chunk);
+      prefill.push_back(std::move(s));
+      waiting.pop_front();
+    }
+    if (running.empty() && prefill.empty())
+      return internal_error("scheduler made no progress: {} waiting, {} free of {} KV blocks",
+                            waiting.size(), pool.num_free_blocks(), pool.num_blocks());
+
+    const size_t num_decode = running.size();
+    for (auto& s : prefill) running.push_back(std::move(s));
+    std::vector<SequenceInput> batch;
+    batch.reserve(running.size());
+    for (size_t i = 0; i < running.size(); ++i) {
+      SeqState& s = running[i];
+      const auto& req = requests[s.index];
+      SequenceInput in;
+      in.seq_id = s.seq_id;
+      const int64_t len = i < num_decode ? 1 : chunk_len[i - num_decode];
+      const int64_t begin = s.num_cached;
+      in.tokens.assign(s.tokens.begin() + begin, s.tokens.begin() + begin + len);
+      in.sample =
+          begin + len == static_cast<int64_t>(s.tokens.size());  // last prompt chunk or decode
+      in.sampling = req.sampling;
+      in.sampling.offset =
+          static_cast<uint64_t>(s.tokens.size() - static_cast<size_t>(s.num_prompt));
+      in.keep_logits = req.return_logits;
+      batch.push_back(std::move(in));
+    }
+    SW_ASSIGN_OR_RETURN(StepResult out, runner_.step(batch));
+    ++stats_.num_steps;
+
+    // ---- Commit: cache counts, logits, sampled tokens, finished sequences ------------------
+    std::vector<SeqState> still, partial;
+    for (size_t i = 0; i < running.size(); ++i) {
+      SeqState& s = running[i];
+      const auto& req = requests[s.index];
+      auto& res = results[s.index];
+      const int64_t begin = s.num_cached;
+      s.num_cached += static_cast<int64_t>(batch[i].tokens.size());
+      if (req.return_logits && out.logits_row[i] >= 0) {
+        const int64_t V = cfg.vocab_size;
+        for (size_t j = 0; j < batch[i].tokens.size(); ++j) {
+          const int64_t pos = begin + static_cast<int64_t>(j);
+          if (pos >= res.logits.dim(0)) break;  // logits after the last token are not reported
+          std::memcpy(
+              res.logits.data_as<float>() + pos * V,
+              out.logits.data_as<float>() + (out.logits_row[i] + static_cast<int64_t>(j)) * V,
+              static_cast<size_t>(V) * sizeof(float));
+        }
+      }
+      if (!batch[i].sample) {  // prompt not fully cached yet: next chunk in a later step
+        partial.push_back(std::move(s));
+        continue;
+      }
+      const int32_t tok = out.sampled[i];
+      s.tokens.push_back(tok);
+      res.output_ids.push_back(tok);
+      ++stats_.generated_tokens;
+      if (res.output_ids.size() == 1) res.ttft_ms = ms_since(t0);
+      const bool stop = !req.ignore_eos && is_eos(tok);
+      if (stop || static_cast<int>(res.output_ids.size()) >= req.max_new_tokens) {
+        res.finish_reason = stop ? "stop" : "length";
+        res.total_ms = ms_since(t0);
+        if (req.return_logits) {
+          int64_t rows = static_cast<int64_t>(s.tokens.size()) - 1;
+          res.logits = res.logits.rows(0, rows);
+        }
+        SW_RETURN_IF_ERROR(runner_.free_sequence(s.seq_id));
+      } else {
+        still.push_back(std::move(s));
+      }
+    }
+    running = std::move(still);
+    for (auto it = partial.rbegin(); it != partial.rend(); ++it) waiting.push_front(std::move(*it));
+  }
+  stats_.wall_ms = ms_since(t0);
+  return results;
+}
+
+}  // namespace sw::worker
