@@ -1,0 +1,70 @@
+// ClusterConfig: the YAML cluster file (schema v1) as plain structs, validated once. Every
+// error names the file, the key path (e.g. pools.decode.tp) and what was expected.
+// Add a key: a field here, its parsing and validation in cluster_config.cpp, a line in the
+// README's schema table and in launch/configs/example.yaml.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "comm/options.h"
+#include "common/status.h"
+#include "kernels/backend.h"
+
+namespace sw::parallel {
+
+enum class PoolKind { kMixed, kPrefill, kDecode };
+const char* pool_kind_name(PoolKind k);
+enum class MoeMode {
+  kEp,
+  kTp
+};  // experts whole over the stage's ranks | each expert split over tp
+
+struct PoolSpec {
+  PoolKind kind = PoolKind::kMixed;
+  int instances = 1;
+  int tp = 1;
+  int pp = 1;
+  int dp = 1;
+  MoeMode moe = MoeMode::kEp;
+  int ranks_per_instance() const { return tp * pp * dp; }
+  int ranks() const { return instances * ranks_per_instance(); }
+};
+
+struct ModelSection {
+  std::string path;                  // preset name or folder
+  std::string load_format = "auto";  // auto | safetensors | dummy
+  std::string dtype = "float32";     // float32 | bfloat16 | float16
+  uint64_t dummy_seed = 0;
+};
+
+struct RuntimeSection {
+  std::string device = "cpu";  // cpu | cuda
+  int kv_block_size = 16;
+  double gpu_memory_utilization = 0.9;
+  double device_memory_gib = 0;  // 0: 80 GiB for cuda (H100), 16 GiB for cpu
+  int max_num_seqs = 256;
+  int64_t max_num_batched_tokens = 2048;
+  int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
+};
+
+struct MoeSection {
+  std::optional<double> capacity_factor;                          // nullopt: dropless
+  kernels::DropPolicy drop_policy = kernels::DropPolicy::kOrder;  // order | priority (max|sum)
+};
+
+struct ClusterConfig {
+  std::string source;  // file path, for messages
+  ModelSection model;
+  RuntimeSection runtime;
+  comm::CommOptions comm;       // cluster: ranks_per_node, comm_backend, all_to_all, timeout_s, ...
+  std::vector<PoolSpec> pools;  // either one kMixed, or kPrefill then kDecode
+  MoeSection moe;
+  int world_size() const;  // 1 (coordinator) + ranks of every pool
+};
+
+Result<ClusterConfig> parse_cluster_config(const std::string& yaml_text, const std::string& source);
+Result<ClusterConfig> load_cluster_config(const std::string& path);
+
+}  // namespace sw::parallel

@@ -1,0 +1,92 @@
+// parallel::Plan: pure data describing how one model is laid out over the world — pools,
+// instances, pipeline stages, and per rank its coordinates, layers, heads, vocab slice,
+// experts, FFN slices, memory and KV blocks. Built by the partitioner (partitioner.h) from a
+// ClusterConfig and a ModelConfig; serialisable to JSON; printed by `shardwise plan`.
+//
+// Rank layout (rank_layout.h). Global rank 0 is the coordinator; workers follow pool by pool
+// (prefill before decode), then instance, stage, dp group, tp rank:
+//
+//   rank | kind        | pool  | instance | stage | dp | tp
+//   -----+-------------+-------+----------+-------+----+----
+//   0    | coordinator |  -    |    -     |   -   | -  | -
+//   1    | worker      |  0    |    0     |   0   | 0  | 0
+//   2    | worker      |  0    |    0     |   0   | 0  | 1      (tp fastest)
+//   ...  | worker      |  0    |    0     |   0   | 1  | 0      (then dp)
+//   ...  | worker      |  0    |    0     |   1   | 0  | 0      (then stage)
+//   ...  | worker      |  0    |    1     |   0   | 0  | 0      (then instance, then pool)
+//
+//   rank = 1 + pool_offset + ((instance * pp + stage) * dp + dp_rank) * tp + tp_rank
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "parallel/cluster_config.h"
+
+namespace sw::parallel {
+
+struct RankCoord {
+  bool coordinator = false;
+  int pool = -1;
+  int instance = -1;
+  int stage = -1;
+  int dp = -1;
+  int tp = -1;
+  bool operator==(const RankCoord&) const = default;
+};
+
+struct MemoryEstimate {
+  int64_t weight_bytes = 0;
+  int64_t activation_bytes = 0;  // peak of one step at max_num_batched_tokens
+  int64_t kv_bytes = 0;          // the KV pool: kv_blocks * bytes per block
+  int64_t budget_bytes = 0;      // device memory * gpu_memory_utilization
+};
+
+struct StagePlan {
+  int layer_begin = 0;  // [begin, end)
+  int layer_end = 0;
+  bool has_embedding = false;
+  bool has_lm_head = false;  // also the final norm
+  double cost = 0;           // relative cost used for balancing
+};
+
+struct RankPlan {
+  int rank = 0;
+  int node = 0;  // emulated or real node index
+  RankCoord coord;
+  // Worker ranks only (coordinator: zeros / empty ranges):
+  int layer_begin = 0, layer_end = 0;
+  bool has_embedding = false, has_lm_head = false;
+  int q_head_begin = 0, q_head_end = 0;        // attention heads of this tp rank
+  int kv_head_begin = 0, kv_head_end = 0;      // KV heads it holds (replicated when tp > kv heads)
+  int64_t vocab_begin = 0, vocab_end = 0;      // vocab-parallel embedding / LM head rows
+  int64_t ffn_begin = 0, ffn_end = 0;          // dense FFN intermediate columns (tp slice)
+  int expert_begin = 0, expert_end = 0;        // experts held (EP: a contiguous share; TP: all)
+  int64_t moe_ffn_begin = 0, moe_ffn_end = 0;  // expert intermediate slice (moe tp; EP: all)
+  MemoryEstimate memory;
+  int64_t kv_blocks = 0;
+};
+
+struct Plan {
+  std::string model;       // as given in the config
+  std::string model_type;  // from config.json
+  int world_size = 0;
+  std::vector<PoolSpec> pools;
+  std::vector<int> pool_first_rank;            // global rank of each pool's first worker
+  std::vector<std::vector<StagePlan>> stages;  // per pool: pp stages (same for every instance)
+  std::vector<RankPlan> ranks;                 // index = global rank
+  int ranks_per_node = 0;                      // as used for `node`
+
+  const RankPlan& rank(int r) const { return ranks.at(static_cast<size_t>(r)); }
+  // Global ranks of one stage of an instance: dp-major, tp-minor (S = tp * dp ranks).
+  std::vector<int> stage_ranks(int pool, int instance, int stage) const;
+  // Global ranks of one tp group (the tp ranks of one dp group of one stage).
+  std::vector<int> tp_group(int pool, int instance, int stage, int dp) const;
+  nlohmann::json to_json() const;
+  static Result<Plan> from_json(const nlohmann::json& j);
+  std::string to_text() const;  // the table `shardwise plan` prints
+};
+
+}  // namespace sw::parallel
