@@ -1,0 +1,158 @@
+// ControlChannel over real ZeroMQ sockets (tcp on loopback, ephemeral port): round trip,
+// heartbeat loss detection, and rejection of malformed messages without losing the channel.
+#include <gtest/gtest.h>
+
+#include <thread>
+#include <zmq.hpp>
+
+#include "comm/control/control_channel.h"
+
+namespace sw::comm {
+namespace {
+
+CommOptions opts(double hb = 0.05, int miss = 3) {
+  CommOptions o;
+  o.control_endpoint = "tcp://127.0.0.1:*";
+  o.heartbeat_interval_s = hb;
+  o.heartbeat_miss_count = miss;
+  o.control_max_message_bytes = 4096;
+  return o;
+}
+
+TEST(ControlMessage, EncodeDecodeRoundTrip) {
+  std::string payload = PayloadWriter().u32(7).u64(1ull << 40).f64(2.5).str("step").bytes();
+  std::string b = encode_message(MessageType::kCommand, 99, payload);
+  auto m = decode_message(b, 1 << 20);
+  ASSERT_TRUE(m.ok()) << m.status().to_string();
+  EXPECT_EQ(m->type, MessageType::kCommand);
+  EXPECT_EQ(m->request_id, 99u);
+  PayloadReader r(m->payload);
+  EXPECT_EQ(*r.u32(), 7u);
+  EXPECT_EQ(*r.u64(), 1ull << 40);
+  EXPECT_EQ(*r.f64(), 2.5);
+  EXPECT_EQ(*r.str(), "step");
+  EXPECT_TRUE(r.done());
+  EXPECT_FALSE(r.u32().ok());  // truncated payload read is an error, not a crash
+}
+
+TEST(ControlMessage, RejectsEveryKindOfBadMessage) {
+  std::string good = encode_message(MessageType::kResult, 1, "abc");
+  EXPECT_NE(decode_message(good.substr(0, 10), 4096).status().message().find("truncated"),
+            std::string::npos);
+  std::string bad_magic = good;
+  bad_magic[0] ^= 1;
+  EXPECT_NE(decode_message(bad_magic, 4096).status().message().find("magic"), std::string::npos);
+  std::string bad_version = good;
+  bad_version[4] = 9;
+  EXPECT_NE(decode_message(bad_version, 4096).status().message().find("protocol version 9"),
+            std::string::npos);
+  std::string bad_type = good;
+  bad_type[6] = 77;
+  EXPECT_NE(decode_message(bad_type, 4096).status().message().find("unknown type"),
+            std::string::npos);
+  EXPECT_NE(decode_message(good + "x", 4096).status().message().find("says 3 payload bytes"),
+            std::string::npos);
+  EXPECT_NE(decode_message(good, 10).status().message().find("exceeds"), std::string::npos);
+}
+
+TEST(ControlChannel, RoundTripBetweenCoordinatorAndTwoWorkers) {
+  auto coord = ControlChannel::coordinator(opts(1.0));
+  ASSERT_TRUE(coord.ok()) << coord.status().to_string();
+  std::string ep = (*coord)->endpoint();
+  std::vector<std::thread> workers;
+  std::vector<Status> results(2);
+  for (int w = 0; w < 2; ++w) {
+    workers.emplace_back([&, w] {
+      auto ch = ControlChannel::worker(opts(1.0), ep, fmt::format("worker-{}", w));
+      if (!ch.ok()) {
+        results[w] = ch.status();
+        return;
+      }
+      auto m = (*ch)->receive(5.0);
+      if (!m.ok() || !*m) {
+        results[w] = internal_error("worker {} got no command", w);
+        return;
+      }
+      // Echo the command back with the same request id and our id appended.
+      results[w] = (*ch)->send("", MessageType::kResult, (*m)->request_id,
+                               (*m)->payload + fmt::format("/{}", w));
+      (void)(*ch)->receive(0.3);  // stay up until the coordinator read the result
+    });
+  }
+  // Wait for both hellos (the coordinator learns the routing ids), then command each.
+  for (int tries = 0; tries < 100 && (*coord)->live_peers().size() < 2; ++tries)
+    ASSERT_TRUE((*coord)->receive(0.05).ok());
+  ASSERT_EQ((*coord)->live_peers().size(), 2u);
+  for (int w = 0; w < 2; ++w)
+    ASSERT_TRUE(
+        (*coord)->send(fmt::format("worker-{}", w), MessageType::kCommand, 100 + w, "go").ok());
+  std::map<std::string, ControlMessage> got;
+  for (int i = 0; i < 2; ++i) {
+    auto m = (*coord)->receive(5.0);
+    ASSERT_TRUE(m.ok() && *m);
+    got[(*m)->peer] = **m;
+  }
+  for (auto& t : workers) t.join();
+  for (int w = 0; w < 2; ++w) {
+    EXPECT_TRUE(results[w].ok()) << results[w].to_string();
+    const auto& m = got[fmt::format("worker-{}", w)];
+    EXPECT_EQ(m.type, MessageType::kResult);
+    EXPECT_EQ(m.request_id, uint64_t(100 + w));
+    EXPECT_EQ(m.payload, fmt::format("go/{}", w));
+  }
+  EXPECT_EQ((*coord)->num_rejected(), 0);
+  EXPECT_FALSE((*coord)->send("nobody", MessageType::kCommand, 1, "").ok());
+}
+
+TEST(ControlChannel, HeartbeatLossIsDetectedAfterMissCount) {
+  auto coord = ControlChannel::coordinator(opts(0.05, 3));
+  ASSERT_TRUE(coord.ok());
+  {
+    auto w = ControlChannel::worker(opts(0.05, 3), (*coord)->endpoint(), "w0");
+    ASSERT_TRUE(w.ok());
+    // Both sides alive and heart-beating for 0.5 s (10 intervals): nobody is lost.
+    std::thread t([&] { (void)(*w)->receive(0.5); });
+    ASSERT_TRUE((*coord)->receive(0.5).ok());
+    t.join();
+    EXPECT_EQ((*coord)->live_peers(), std::vector<std::string>{"w0"});
+    EXPECT_FALSE((*w)->is_lost("coordinator"));
+  }  // the worker goes away silently
+  auto t0 = std::chrono::steady_clock::now();
+  while (!(*coord)->is_lost("w0") &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3))
+    ASSERT_TRUE((*coord)->receive(0.02).ok());
+  double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_TRUE((*coord)->is_lost("w0"));
+  EXPECT_EQ((*coord)->lost_peers(), std::vector<std::string>{"w0"});
+  EXPECT_GE(dt, 0.1);  // not before ~interval x miss_count (0.15 s) since the last message
+  EXPECT_LT(dt, 1.0);
+}
+
+TEST(ControlChannel, MalformedMessagesAreRejectedAndTheChannelKeepsWorking) {
+  auto coord = ControlChannel::coordinator(opts(1.0));
+  ASSERT_TRUE(coord.ok());
+  zmq::context_t ctx;
+  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::routing_id, "rogue");
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect((*coord)->endpoint());
+  std::string good = encode_message(MessageType::kResult, 5, "fine");
+  std::string wrong_version = good;
+  wrong_version[4] = 2;
+  std::vector<std::string> bad = {"xy", std::string(40, '\0'), wrong_version, good + "extra",
+                                  encode_message(MessageType::kResult, 6, std::string(5000, 'z'))};
+  for (const auto& b : bad) raw.send(zmq::buffer(b), zmq::send_flags::none);
+  // A two-frame message is malformed too.
+  raw.send(zmq::buffer(good), zmq::send_flags::sndmore);
+  raw.send(zmq::buffer(good), zmq::send_flags::none);
+  raw.send(zmq::buffer(good), zmq::send_flags::none);
+  auto m = (*coord)->receive(5.0);
+  ASSERT_TRUE(m.ok() && *m) << "the valid message after the bad ones must still arrive";
+  EXPECT_EQ((*m)->request_id, 5u);
+  EXPECT_EQ((*m)->payload, "fine");
+  EXPECT_EQ((*m)->peer, "rogue");
+  EXPECT_EQ((*coord)->num_rejected(), 6);
+}
+
+}  // namespace
+}  // namespace sw::comm
