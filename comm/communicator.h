@@ -85,6 +85,8 @@ class Communicator {
   int world_rank_of(int rank) const { return (*world_ranks_)[rank]; }
   const std::vector<int>& world_ranks() const { return *world_ranks_; }
   const Topology& topology() const { return topology_; }
+  // Node id of every world rank (shared by all communicators derived from one world).
+  const std::shared_ptr<const std::vector<int>>& world_node_table() const { return node_of_world_; }
   const CommOptions& options() const { return options_; }
   const CommStats& stats() const { return stats_; }
   virtual const char* transport() const = 0;  // "loopback" | "mpi" | "nccl"

@@ -48,6 +48,15 @@ Status copy_host_to_device(void* dst, const void* src, size_t bytes) {
   return Status();
 }
 
+std::shared_ptr<void> alloc_device(size_t bytes) {
+  void* p = nullptr;
+  if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+}
+
 int cuda_device_count() {
   int n = 0;  // left untouched on error 35 (no driver): see MACHINE-NOTES.md
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -68,6 +77,7 @@ Status copy_device_to_host(void*, const void*, size_t) {
 Status copy_host_to_device(void*, const void*, size_t) {
   return unimplemented("device staging: built without CUDA");
 }
+std::shared_ptr<void> alloc_device(size_t) { return nullptr; }
 int cuda_device_count() { return 0; }
 #endif
 

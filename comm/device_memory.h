@@ -16,6 +16,8 @@ bool is_device_pointer(const void* p);
 std::shared_ptr<void> alloc_pinned(size_t bytes);
 Status copy_device_to_host(void* dst, const void* src, size_t bytes);
 Status copy_host_to_device(void* dst, const void* src, size_t bytes);
+// Device allocation (null without CUDA); freed when the last owner lets go.
+std::shared_ptr<void> alloc_device(size_t bytes);
 // Number of CUDA devices this process sees (0 without CUDA, driver or GPU).
 int cuda_device_count();
 
