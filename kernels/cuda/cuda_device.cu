@@ -1,28 +1,20 @@
-// CUDA device discovery and the CUDA backend factory. The backend's ops are a later task:
-// until then make_cuda_backend reports kUnimplemented and tests skip the CUDA cases.
-#include <cuda_runtime.h>
+// CUDA device discovery, the only code of the CUDA backend so far (its ops are a later task).
+// Deliberately free of project headers: common/status.h pulls in fmt, which nvcc cannot
+// compile in C++20 mode (fmt 9's constexpr paths); host-side factories live in .cpp files.
 
-#include "kernels/backend.h"
+#include <cuda_runtime.h>
 
 namespace sw::kernels {
 
+// Declared in kernels/backend.h.
 int cuda_device_count() {
   int count = 0;
   // Without a GPU or driver this returns an error (e.g. 35, insufficient driver): no devices.
   if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    (void)cudaGetLastError();  // clear the sticky error so later CUDA calls are not confused
+    (void)cudaGetLastError();  // clear the error so later CUDA calls do not report it
     return 0;
   }
   return count;
-}
-
-Result<std::unique_ptr<Backend>> make_cuda_backend(int device_ordinal) {
-  const int count = cuda_device_count();
-  if (count == 0) return unavailable("CUDA backend: no CUDA device visible");
-  if (device_ordinal < 0 || device_ordinal >= count)
-    return invalid_argument("CUDA backend: device {} out of range ({} visible)", device_ordinal,
-                            count);
-  return unimplemented("CUDA backend ops are not implemented yet");
 }
 
 }  // namespace sw::kernels

@@ -68,7 +68,7 @@ BackendSlot& backend_for(const std::string& kind) {
       if (made.ok()) {
         slot.backend = std::move(made).value();
       } else {
-        slot.skip_reason = "no CUDA device: " + made.status().to_string();
+        slot.skip_reason = "no usable CUDA backend: " + made.status().to_string();
       }
     }
   }
