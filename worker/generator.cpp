@@ -1,4 +1,4 @@
-// Continuous-batching generation loop over a ModelRunner.
+// Continuous-batching generation loop over a StepExecutor (a local runner or a worker pool).
 #include "worker/generator.h"
 
 #include <spdlog/spdlog.h>
@@ -20,6 +20,7 @@ double ms_since(Clock::time_point t0) {
 struct SeqState {
   size_t index = 0;  // request index
   int64_t seq_id = 0;
+  int group = -1;               // KV group (dp group); -1 until admitted
   std::vector<int32_t> tokens;  // prompt + generated: what the cache must hold
   int64_t num_prompt = 0;
   int64_t num_cached = 0;  // tokens already in the KV cache
@@ -27,13 +28,14 @@ struct SeqState {
 
 }  // namespace
 
-Generator::Generator(ModelRunner& runner, SchedulerOptions options)
-    : runner_(runner), options_(options) {}
+Generator::Generator(StepExecutor& executor, SchedulerOptions options)
+    : runner_(executor), options_(options) {}
 
 Result<std::vector<GenerationResult>> Generator::generate(
     const std::vector<GenerationRequest>& requests) {
   const auto& cfg = runner_.config();
-  KvBlockPool& pool = runner_.kv_pool();
+  const int num_groups = runner_.num_kv_groups();
+  auto pool = [&](int g) -> KvBlockPool& { return runner_.kv_pool(g); };
   const auto t0 = Clock::now();
   stats_ = GenerationStats{};
   std::vector<GenerationResult> results(requests.size());
@@ -41,6 +43,9 @@ Result<std::vector<GenerationResult>> Generator::generate(
   std::vector<SeqState> running;
   static int64_t next_seq_id = 1;
 
+  int64_t min_blocks = pool(0).num_blocks();
+  for (int g = 1; g < num_groups; ++g) min_blocks = std::min(min_blocks, pool(g).num_blocks());
+  const int block_size = pool(0).block_size();
   for (size_t i = 0; i < requests.size(); ++i) {
     const auto& r = requests[i];
     if (r.prompt_ids.empty()) return invalid_argument("request {}: empty prompt", i);
@@ -52,11 +57,11 @@ Result<std::vector<GenerationResult>> Generator::generate(
       return invalid_argument(
           "request {}: prompt ({}) + max_new_tokens ({}) exceeds the model's context of {}", i,
           r.prompt_ids.size(), r.max_new_tokens, cfg.max_position_embeddings);
-    const int64_t blocks = (total + pool.block_size() - 1) / pool.block_size();
-    if (blocks > pool.num_blocks())
+    const int64_t blocks = (total + block_size - 1) / block_size;
+    if (blocks > min_blocks)
       return resource_exhausted(
           "request {}: needs {} KV blocks for {} tokens but the cache has only {}", i, blocks,
-          total, pool.num_blocks());
+          total, min_blocks);
     for (int32_t t : r.prompt_ids)
       if (t < 0 || t >= cfg.vocab_size)
         return invalid_argument("request {}: token id {} is outside the vocabulary [0, {})", i, t,
@@ -69,8 +74,8 @@ Result<std::vector<GenerationResult>> Generator::generate(
     s.seq_id = next_seq_id++;
     s.tokens = r.prompt_ids;
     s.num_prompt = static_cast<int64_t>(r.prompt_ids.size());
-    waiting.push_back(std::move(s));
     stats_.prompt_tokens += s.num_prompt;
+    waiting.push_back(std::move(s));
   }
 
   auto is_eos = [&](int32_t t) {
@@ -79,25 +84,32 @@ Result<std::vector<GenerationResult>> Generator::generate(
   };
 
   while (!waiting.empty() || !running.empty()) {
-    // ---- Decode for every running sequence; preempt the newest while blocks are short ----
+    // ---- Decode for every running sequence; in a group short of blocks, preempt its newest --
     // `running` holds only sequences whose prompt is fully cached (they decode one token).
-    int64_t decode_blocks = 0;
-    while (!running.empty()) {
-      decode_blocks = 0;
-      for (const auto& s : running) decode_blocks += pool.blocks_needed(s.seq_id, 1);
-      if (decode_blocks <= pool.num_free_blocks()) break;
-      SeqState victim = std::move(running.back());
-      running.pop_back();
-      SW_RETURN_IF_ERROR(runner_.free_sequence(victim.seq_id));
-      spdlog::debug("preempting request {}: KV cache full, it will be recomputed", victim.index);
-      victim.num_cached = 0;
-      victim.seq_id = next_seq_id++;
-      ++results[victim.index].num_preemptions;
-      ++stats_.num_preemptions;
-      waiting.push_front(std::move(victim));
+    std::vector<int64_t> free_blocks(static_cast<size_t>(num_groups));
+    for (bool preempted = true; preempted;) {
+      preempted = false;
+      std::vector<int64_t> need(static_cast<size_t>(num_groups), 0);
+      for (const auto& s : running) need[s.group] += pool(s.group).blocks_needed(s.seq_id, 1);
+      for (int g = 0; g < num_groups && !preempted; ++g) {
+        free_blocks[g] = pool(g).num_free_blocks() - need[g];
+        if (free_blocks[g] >= 0) continue;
+        auto victim_it = std::find_if(running.rbegin(), running.rend(),
+                                      [&](const SeqState& s) { return s.group == g; });
+        SeqState victim = std::move(*victim_it);
+        running.erase(std::next(victim_it).base());
+        SW_RETURN_IF_ERROR(runner_.free_sequence(victim.seq_id, g));
+        spdlog::debug("preempting request {}: KV group {} is full, it will be recomputed",
+                      victim.index, g);
+        victim.num_cached = 0;
+        victim.group = -1;
+        victim.seq_id = next_seq_id++;
+        ++results[victim.index].num_preemptions;
+        ++stats_.num_preemptions;
+        waiting.push_front(std::move(victim));
+        preempted = true;
+      }
     }
-    if (running.empty()) decode_blocks = 0;
-    int64_t free_blocks = pool.num_free_blocks() - decode_blocks;
     int64_t budget = options_.max_num_batched_tokens - static_cast<int64_t>(running.size());
 
     // ---- Admit waiting prompts (chunked prefill) while budget, seats and blocks allow ----
@@ -106,19 +118,25 @@ Result<std::vector<GenerationResult>> Generator::generate(
     while (!waiting.empty() && budget > 0 &&
            static_cast<int>(running.size() + prefill.size()) < options_.max_num_seqs) {
       SeqState& s = waiting.front();
-      int64_t remaining = static_cast<int64_t>(s.tokens.size()) - s.num_cached;
-      int64_t chunk = std::min(remaining, budget);
-      int64_t need = pool.blocks_needed(s.seq_id, chunk);
-      if (need > free_blocks) break;
-      free_blocks -= need;
+      // A new sequence goes to the group with the most free blocks (partial prefills stay).
+      const int g =
+          s.group >= 0 ? s.group
+                       : static_cast<int>(std::max_element(free_blocks.begin(), free_blocks.end()) -
+                                          free_blocks.begin());
+      const int64_t remaining = static_cast<int64_t>(s.tokens.size()) - s.num_cached;
+      const int64_t chunk = std::min(remaining, budget);
+      const int64_t need = pool(g).blocks_needed(s.seq_id, chunk);
+      if (need > free_blocks[g]) break;
+      free_blocks[g] -= need;
       budget -= chunk;
+      s.group = g;
       chunk_len.push_back(chunk);
       prefill.push_back(std::move(s));
       waiting.pop_front();
     }
     if (running.empty() && prefill.empty())
-      return internal_error("scheduler made no progress: {} waiting, {} free of {} KV blocks",
-                            waiting.size(), pool.num_free_blocks(), pool.num_blocks());
+      return internal_error("scheduler made no progress: {} waiting, {} KV group(s) full",
+                            waiting.size(), num_groups);
 
     const size_t num_decode = running.size();
     for (auto& s : prefill) running.push_back(std::move(s));
@@ -129,6 +147,7 @@ Result<std::vector<GenerationResult>> Generator::generate(
       const auto& req = requests[s.index];
       SequenceInput in;
       in.seq_id = s.seq_id;
+      in.kv_group = s.group;
       const int64_t len = i < num_decode ? 1 : chunk_len[i - num_decode];
       const int64_t begin = s.num_cached;
       in.tokens.assign(s.tokens.begin() + begin, s.tokens.begin() + begin + len);
@@ -142,6 +161,16 @@ Result<std::vector<GenerationResult>> Generator::generate(
     }
     SW_ASSIGN_OR_RETURN(StepResult out, runner_.step(batch));
     ++stats_.num_steps;
+    for (size_t l = 0; l < out.moe_metrics.size(); ++l) {
+      if (stats_.moe_layers.size() <= l) stats_.moe_layers.emplace_back();
+      auto& acc = stats_.moe_layers[l];
+      const auto& m = out.moe_metrics[l];
+      acc.tokens_per_expert.resize(m.tokens_per_expert.size(), 0);
+      for (size_t e = 0; e < m.tokens_per_expert.size(); ++e)
+        acc.tokens_per_expert[e] += m.tokens_per_expert[e];
+      acc.num_assignments += m.num_assignments;
+      acc.num_dropped += m.num_dropped;
+    }
 
     // ---- Commit: cache counts, logits, sampled tokens, finished sequences ------------------
     std::vector<SeqState> still, partial;
@@ -175,17 +204,26 @@ Result<std::vector<GenerationResult>> Generator::generate(
       if (stop || static_cast<int>(res.output_ids.size()) >= req.max_new_tokens) {
         res.finish_reason = stop ? "stop" : "length";
         res.total_ms = ms_since(t0);
-        if (req.return_logits) {
-          int64_t rows = static_cast<int64_t>(s.tokens.size()) - 1;
-          res.logits = res.logits.rows(0, rows);
-        }
-        SW_RETURN_IF_ERROR(runner_.free_sequence(s.seq_id));
+        if (req.return_logits)
+          res.logits = res.logits.rows(0, static_cast<int64_t>(s.tokens.size()) - 1);
+        SW_RETURN_IF_ERROR(runner_.free_sequence(s.seq_id, s.group));
       } else {
         still.push_back(std::move(s));
       }
     }
     running = std::move(still);
     for (auto it = partial.rbegin(); it != partial.rend(); ++it) waiting.push_front(std::move(*it));
+  }
+  for (auto& m : stats_.moe_layers) {
+    int64_t kept = 0, max_load = 0;
+    for (int64_t n : m.tokens_per_expert) {
+      kept += n;
+      max_load = std::max(max_load, n);
+    }
+    m.imbalance = kept > 0 ? static_cast<double>(max_load) *
+                                 static_cast<double>(m.tokens_per_expert.size()) /
+                                 static_cast<double>(kept)
+                           : 0.0;
   }
   stats_.wall_ms = ms_since(t0);
   return results;

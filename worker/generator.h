@@ -44,18 +44,19 @@ struct GenerationStats {
   int64_t generated_tokens = 0;
   int64_t num_preemptions = 0;
   double wall_ms = 0;
+  std::vector<moe::MoeLayerMetrics> moe_layers;  // summed over steps (collect_moe_metrics)
 };
 
 class Generator {
  public:
-  Generator(ModelRunner& runner, SchedulerOptions options);
+  Generator(StepExecutor& executor, SchedulerOptions options);
   // Runs every request to completion. A request that can never fit (prompt longer than the
   // KV cache or the context) is an error naming the request index.
   Result<std::vector<GenerationResult>> generate(const std::vector<GenerationRequest>& requests);
   const GenerationStats& stats() const { return stats_; }
 
  private:
-  ModelRunner& runner_;
+  StepExecutor& runner_;
   SchedulerOptions options_;
   GenerationStats stats_;
 };

@@ -35,15 +35,53 @@ std::vector<float> rope_inv_freq(const model::ModelConfig& c) {
   return inv;
 }
 
+Result<StepMetadata> allocate_step(KvBlockPool& pool,
+                                   const std::vector<const SequenceInput*>& inputs,
+                                   int64_t vocab_size) {
+  std::set<int64_t> seen;
+  int64_t need = 0;
+  for (const SequenceInput* in : inputs) {
+    if (!seen.insert(in->seq_id).second)
+      return invalid_argument("step: sequence {} appears twice in one batch", in->seq_id);
+    for (int32_t t : in->tokens)
+      if (t < 0 || t >= vocab_size)
+        return invalid_argument("sequence {}: token id {} is outside the vocabulary [0, {})",
+                                in->seq_id, t, vocab_size);
+    need += pool.blocks_needed(in->seq_id, static_cast<int64_t>(in->tokens.size()));
+  }
+  if (need > pool.num_free_blocks())
+    return resource_exhausted(
+        "KV cache out of blocks: this batch needs {} more block(s), {} of {} free", need,
+        pool.num_free_blocks(), pool.num_blocks());
+  StepMetadata meta;
+  for (const SequenceInput* in : inputs) {
+    if (!pool.has_sequence(in->seq_id)) SW_RETURN_IF_ERROR(pool.add_sequence(in->seq_id));
+    StepSequence s;
+    s.seq_id = in->seq_id;
+    s.tokens = in->tokens;
+    s.start_pos = pool.num_tokens(in->seq_id);
+    SW_RETURN_IF_ERROR(
+        pool.append(in->seq_id, static_cast<int64_t>(in->tokens.size()), &meta.copies));
+    s.block_table = pool.block_table(in->seq_id);
+    s.sample = in->sample;
+    s.sampling = in->sampling;
+    s.keep_logits = in->keep_logits;
+    meta.seqs.push_back(std::move(s));
+  }
+  return meta;
+}
+
 ModelRunner::ModelRunner(model::ModelConfig config, ModelWeights weights, kernels::Backend& backend,
-                         KvCacheOptions kv)
+                         KvCacheOptions kv, parallel::ForwardParallelism* parallelism)
     : config_(std::move(config)),
       weights_(std::move(weights)),
       backend_(backend),
+      par_(parallelism),
       pool_(kv.num_blocks, kv.block_size),
-      dtype_(weights_.embed.dtype()) {
-  for (int l = 0; l < config_.num_hidden_layers; ++l) {
-    Shape s = {kv.num_blocks, kv.block_size, config_.num_key_value_heads, config_.head_dim};
+      dtype_(weights_.layers.empty() ? weights_.embed.dtype()
+                                     : weights_.layers[0].input_norm.dtype()) {
+  for (int l = 0; l < weights_.shard.num_layers(); ++l) {
+    Shape s = {kv.num_blocks, kv.block_size, weights_.shard.num_kv_heads(), config_.head_dim};
     k_cache_.push_back(backend_.alloc(s, dtype_));
     v_cache_.push_back(backend_.alloc(s, dtype_));
   }
@@ -60,56 +98,54 @@ Tensor ModelRunner::upload_i32(const std::vector<int32_t>& v, Shape shape) {
   return dev;
 }
 
+struct ModelRunner::Batch {
+  int64_t num_tokens = 0;
+  int64_t num_decode = 0;  // rows [0, num_decode) are decode tokens, the rest prefill
+  Tensor ids, positions, slots;
+  Tensor dec_seq_lens, dec_tables, pre_qsl, pre_seq_lens, pre_tables;
+};
+
 namespace {
 
 // Block tables padded to the longest, as int32 [B, max_blocks].
-std::vector<int32_t> padded_tables(const KvBlockPool& pool, const std::vector<int64_t>& seqs,
+std::vector<int32_t> padded_tables(const std::vector<const StepSequence*>& seqs,
                                    int64_t& max_blocks) {
   max_blocks = 1;
-  for (int64_t s : seqs) max_blocks = std::max<int64_t>(max_blocks, pool.block_table(s).size());
+  for (const StepSequence* s : seqs)
+    max_blocks = std::max<int64_t>(max_blocks, s->block_table.size());
   std::vector<int32_t> out(seqs.size() * static_cast<size_t>(max_blocks), 0);
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const auto& t = pool.block_table(seqs[i]);
-    std::copy(t.begin(), t.end(), out.begin() + static_cast<int64_t>(i) * max_blocks);
-  }
+  for (size_t i = 0; i < seqs.size(); ++i)
+    std::copy(seqs[i]->block_table.begin(), seqs[i]->block_table.end(),
+              out.begin() + static_cast<int64_t>(i) * max_blocks);
   return out;
 }
+
+bool is_decode(const StepSequence& s) { return s.tokens.size() == 1 && s.start_pos > 0; }
 
 }  // namespace
 
 Result<StepResult> ModelRunner::step(const std::vector<SequenceInput>& batch) {
+  std::vector<const SequenceInput*> inputs;
+  for (const auto& in : batch) {
+    if (in.kv_group != 0)
+      return invalid_argument("step: sequence {} names KV group {} of 1", in.seq_id, in.kv_group);
+    inputs.push_back(&in);
+  }
+  SW_ASSIGN_OR_RETURN(StepMetadata meta, allocate_step(pool_, inputs, config_.vocab_size));
+  return execute(meta);
+}
+
+Result<StepResult> ModelRunner::execute(const StepMetadata& meta) {
   auto& b = backend_;
   const auto& c = config_;
+  const ShardSpec& sh = weights_.shard;
+  const int block_size = pool_.block_size();
   StepResult result;
-  result.sampled.assign(batch.size(), -1);
-  result.logits_row.assign(batch.size(), -1);
+  result.sampled.assign(meta.seqs.size(), -1);
+  result.logits_row.assign(meta.seqs.size(), -1);
 
-  // ---- KV blocks: check the whole batch first so a failure changes nothing -------------
-  std::set<int64_t> seen;
-  int64_t need = 0;
-  for (const auto& in : batch) {
-    if (!seen.insert(in.seq_id).second)
-      return invalid_argument("step: sequence {} appears twice in one batch", in.seq_id);
-    for (int32_t t : in.tokens)
-      if (t < 0 || t >= c.vocab_size)
-        return invalid_argument("sequence {}: token id {} is outside the vocabulary [0, {})",
-                                in.seq_id, t, c.vocab_size);
-    need += pool_.blocks_needed(in.seq_id, static_cast<int64_t>(in.tokens.size()));
-  }
-  if (need > pool_.num_free_blocks())
-    return resource_exhausted(
-        "KV cache out of blocks: this batch needs {} more block(s), {} of {} free", need,
-        pool_.num_free_blocks(), pool_.num_blocks());
-  std::vector<int64_t> start(batch.size());
-  std::vector<BlockCopy> copies;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const auto& in = batch[i];
-    if (!pool_.has_sequence(in.seq_id)) SW_RETURN_IF_ERROR(pool_.add_sequence(in.seq_id));
-    start[i] = pool_.num_tokens(in.seq_id);
-    SW_RETURN_IF_ERROR(pool_.append(in.seq_id, static_cast<int64_t>(in.tokens.size()), &copies));
-  }
-  for (const BlockCopy& cp : copies) {
-    for (int l = 0; l < c.num_hidden_layers; ++l) {
+  for (const BlockCopy& cp : meta.copies) {
+    for (size_t l = 0; l < k_cache_.size(); ++l) {
       for (Tensor* cache : {&k_cache_[l], &v_cache_[l]}) {
         Tensor dst = cache->rows(cp.dst, cp.dst + 1);
         SW_RETURN_IF_ERROR(b.copy(cache->rows(cp.src, cp.src + 1), dst));
@@ -119,76 +155,108 @@ Result<StepResult> ModelRunner::step(const std::vector<SequenceInput>& batch) {
 
   // ---- Execution order: decode tokens first, then prefill chunks ------------------------
   std::vector<size_t> order;
-  for (size_t i = 0; i < batch.size(); ++i)
-    if (batch[i].tokens.size() == 1 && start[i] > 0) order.push_back(i);
-  const int64_t num_decode = static_cast<int64_t>(order.size());
-  for (size_t i = 0; i < batch.size(); ++i)
-    if (!batch[i].tokens.empty() && !(batch[i].tokens.size() == 1 && start[i] > 0))
-      order.push_back(i);
+  for (size_t i = 0; i < meta.seqs.size(); ++i)
+    if (is_decode(meta.seqs[i])) order.push_back(i);
+  Batch bt;
+  bt.num_decode = static_cast<int64_t>(order.size());
+  for (size_t i = 0; i < meta.seqs.size(); ++i)
+    if (!meta.seqs[i].tokens.empty() && !is_decode(meta.seqs[i])) order.push_back(i);
 
   std::vector<int32_t> ids, positions, slots, dec_lens, pre_qsl{0}, pre_lens;
-  std::vector<int64_t> row_of(batch.size(), -1), dec_seqs, pre_seqs;
+  std::vector<int64_t> row_of(meta.seqs.size(), -1);
+  std::vector<const StepSequence*> dec_seqs, pre_seqs;
   for (size_t oi = 0; oi < order.size(); ++oi) {
-    const auto& in = batch[order[oi]];
+    const StepSequence& s = meta.seqs[order[oi]];
     row_of[order[oi]] = static_cast<int64_t>(ids.size());
-    for (size_t j = 0; j < in.tokens.size(); ++j) {
-      int64_t pos = start[order[oi]] + static_cast<int64_t>(j);
-      ids.push_back(in.tokens[j]);
+    const int64_t total = s.start_pos + static_cast<int64_t>(s.tokens.size());
+    if (static_cast<int64_t>(s.block_table.size()) * block_size < total)
+      return invalid_argument("sequence {}: block table of {} blocks cannot hold {} tokens",
+                              s.seq_id, s.block_table.size(), total);
+    for (size_t j = 0; j < s.tokens.size(); ++j) {
+      const int64_t pos = s.start_pos + static_cast<int64_t>(j);
+      ids.push_back(s.tokens[j]);
       positions.push_back(static_cast<int32_t>(pos));
-      slots.push_back(static_cast<int32_t>(pool_.slot(in.seq_id, pos)));
+      slots.push_back(
+          static_cast<int32_t>(s.block_table[pos / block_size] * block_size + pos % block_size));
     }
-    int32_t total = static_cast<int32_t>(pool_.num_tokens(in.seq_id));
-    if (static_cast<int64_t>(oi) < num_decode) {
-      dec_lens.push_back(total);
-      dec_seqs.push_back(in.seq_id);
+    if (static_cast<int64_t>(oi) < bt.num_decode) {
+      dec_lens.push_back(static_cast<int32_t>(total));
+      dec_seqs.push_back(&s);
     } else {
-      pre_lens.push_back(total);
-      pre_qsl.push_back(static_cast<int32_t>(ids.size() - static_cast<size_t>(num_decode)));
-      pre_seqs.push_back(in.seq_id);
+      pre_lens.push_back(static_cast<int32_t>(total));
+      pre_qsl.push_back(static_cast<int32_t>(ids.size() - static_cast<size_t>(bt.num_decode)));
+      pre_seqs.push_back(&s);
     }
   }
-  const int64_t T = static_cast<int64_t>(ids.size());
-  if (T == 0) return result;
+  bt.num_tokens = static_cast<int64_t>(ids.size());
+  const int64_t T = bt.num_tokens, H = c.hidden_size;
+
+  if (T == 0) {
+    // This dp group has nothing to do, but EP collectives span every dp group of the stage.
+    if (par_ && par_->moe_spans_dp_groups()) {
+      Tensor x = b.alloc({0, H}, dtype_), out = b.alloc({0, H}, dtype_);
+      for (const LayerWeights& w : weights_.layers)
+        if (w.moe) SW_RETURN_IF_ERROR(run_moe(w, x, out, nullptr));
+    }
+    return result;
+  }
 
   int64_t dec_max = 1, pre_max = 1;
-  std::vector<int32_t> dec_tab = padded_tables(pool_, dec_seqs, dec_max);
-  std::vector<int32_t> pre_tab = padded_tables(pool_, pre_seqs, pre_max);
+  std::vector<int32_t> dec_tab = padded_tables(dec_seqs, dec_max);
+  std::vector<int32_t> pre_tab = padded_tables(pre_seqs, pre_max);
   const int64_t num_prefill = static_cast<int64_t>(pre_seqs.size());
-  Tensor ids_d = upload_i32(ids, {T});
-  Tensor pos_d = upload_i32(positions, {T});
-  Tensor slots_d = upload_i32(slots, {T});
-  Tensor dec_lens_d = upload_i32(dec_lens, {num_decode});
-  Tensor dec_tab_d = upload_i32(dec_tab, {num_decode, dec_max});
-  Tensor pre_qsl_d = upload_i32(pre_qsl, {num_prefill + 1});
-  Tensor pre_lens_d = upload_i32(pre_lens, {num_prefill});
-  Tensor pre_tab_d = upload_i32(pre_tab, {num_prefill, pre_max});
+  bt.ids = upload_i32(ids, {T});
+  bt.positions = upload_i32(positions, {T});
+  bt.slots = upload_i32(slots, {T});
+  bt.dec_seq_lens = upload_i32(dec_lens, {bt.num_decode});
+  bt.dec_tables = upload_i32(dec_tab, {bt.num_decode, dec_max});
+  bt.pre_qsl = upload_i32(pre_qsl, {num_prefill + 1});
+  bt.pre_seq_lens = upload_i32(pre_lens, {num_prefill});
+  bt.pre_tables = upload_i32(pre_tab, {num_prefill, pre_max});
 
   // ---- Forward -----------------------------------------------------------------------------
-  const int64_t H = c.hidden_size;
   Tensor hidden = b.alloc({T, H}, dtype_);
-  SW_RETURN_IF_ERROR(b.embedding(ids_d, weights_.embed, 0, hidden));
   Tensor residual = b.alloc({T, H}, dtype_);
-  SW_RETURN_IF_ERROR(b.copy(hidden, residual));
-  for (int l = 0; l < c.num_hidden_layers; ++l)
-    SW_RETURN_IF_ERROR(run_layer(l, pos_d, slots_d, hidden, residual, num_decode, dec_lens_d,
-                                 dec_tab_d, pre_qsl_d, pre_lens_d, pre_tab_d,
-                                 collect_moe_metrics_ ? &result.moe_metrics : nullptr));
+  if (sh.has_embedding) {
+    SW_RETURN_IF_ERROR(b.embedding(bt.ids, weights_.embed, sh.vocab_begin, hidden));
+    if (par_) SW_RETURN_IF_ERROR(par_->tp_all_reduce(hidden));
+    SW_RETURN_IF_ERROR(b.copy(hidden, residual));
+  } else {
+    SW_CHECK_MSG(par_ != nullptr, "a shard without the embedding needs a previous pipeline stage");
+    SW_RETURN_IF_ERROR(par_->recv_from_prev_stage(hidden, residual));
+  }
+  for (int l = 0; l < sh.num_layers(); ++l)
+    SW_RETURN_IF_ERROR(
+        run_layer(l, bt, hidden, residual, collect_moe_metrics_ ? &result.moe_metrics : nullptr));
+  if (!sh.has_lm_head) {
+    SW_CHECK_MSG(par_ != nullptr, "a shard without the LM head needs a next pipeline stage");
+    SW_RETURN_IF_ERROR(par_->send_to_next_stage(hidden, residual));
+    return result;
+  }
+  return finish(meta, row_of, hidden, residual, std::move(result));
+}
+
+Result<StepResult> ModelRunner::finish(const StepMetadata& meta, const std::vector<int64_t>& row_of,
+                                       Tensor& hidden, Tensor& residual, StepResult result) {
+  auto& b = backend_;
+  const auto& c = config_;
+  const int64_t T = hidden.dim(0), H = c.hidden_size;
   Tensor normed = b.alloc({T, H}, dtype_);
   SW_RETURN_IF_ERROR(b.rms_norm(hidden, weights_.final_norm, static_cast<float>(c.rms_norm_eps),
                                 normed, &residual));
 
   // ---- LM head on the rows that need logits ----------------------------------------------
-  std::vector<int64_t> sel;                           // hidden rows to project
-  std::vector<int64_t> sample_sel(batch.size(), -1);  // index into sel of the sampled row
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const auto& in = batch[i];
-    if (in.tokens.empty()) continue;
-    const int64_t n = static_cast<int64_t>(in.tokens.size());
-    if (in.keep_logits) {
+  std::vector<int64_t> sel;                               // hidden rows to project
+  std::vector<int64_t> sample_sel(meta.seqs.size(), -1);  // index into sel of the sampled row
+  for (size_t i = 0; i < meta.seqs.size(); ++i) {
+    const StepSequence& s = meta.seqs[i];
+    if (s.tokens.empty()) continue;
+    const int64_t n = static_cast<int64_t>(s.tokens.size());
+    if (s.keep_logits) {
       result.logits_row[i] = static_cast<int64_t>(sel.size());
       for (int64_t j = 0; j < n; ++j) sel.push_back(row_of[i] + j);
-      if (in.sample) sample_sel[i] = static_cast<int64_t>(sel.size()) - 1;
-    } else if (in.sample) {
+      if (s.sample) sample_sel[i] = static_cast<int64_t>(sel.size()) - 1;
+    } else if (s.sample) {
       sample_sel[i] = static_cast<int64_t>(sel.size());
       sel.push_back(row_of[i] + n - 1);
     }
@@ -200,8 +268,13 @@ Result<StepResult> ModelRunner::step(const std::vector<SequenceInput>& batch) {
     Tensor dst = gathered.rows(r, r + 1);
     SW_RETURN_IF_ERROR(b.copy(normed.rows(sel[r], sel[r] + 1), dst));
   }
-  Tensor logits = b.alloc({N, c.vocab_size}, dtype_);
+  Tensor logits = b.alloc({N, weights_.lm_head.dim(0)}, dtype_);
   SW_RETURN_IF_ERROR(b.gemm(gathered, weights_.lm_head, logits));
+  if (par_) {
+    Tensor full = b.alloc({N, c.vocab_size}, dtype_);
+    SW_RETURN_IF_ERROR(par_->gather_logits(logits, full));
+    logits = full;
+  }
   Tensor logits_f32 = logits;
   if (dtype_ != DType::kF32) {
     logits_f32 = b.alloc({N, c.vocab_size}, DType::kF32);
@@ -210,9 +283,9 @@ Result<StepResult> ModelRunner::step(const std::vector<SequenceInput>& batch) {
 
   std::vector<kernels::SamplingRow> rows;
   std::vector<size_t> who;
-  for (size_t i = 0; i < batch.size(); ++i)
+  for (size_t i = 0; i < meta.seqs.size(); ++i)
     if (sample_sel[i] >= 0) {
-      rows.push_back(batch[i].sampling);
+      rows.push_back(meta.seqs[i].sampling);
       who.push_back(i);
     }
   if (!rows.empty()) {
@@ -233,8 +306,8 @@ Result<StepResult> ModelRunner::step(const std::vector<SequenceInput>& batch) {
     SW_RETURN_IF_ERROR(b.synchronize());
     for (int64_t r = 0; r < S; ++r) result.sampled[who[r]] = host.data_as<int32_t>()[r];
   }
-  bool any_keep = std::any_of(batch.begin(), batch.end(),
-                              [](const SequenceInput& in) { return in.keep_logits; });
+  const bool any_keep = std::any_of(meta.seqs.begin(), meta.seqs.end(),
+                                    [](const StepSequence& s) { return s.keep_logits; });
   if (any_keep) {
     result.logits = Tensor::empty({N, c.vocab_size}, DType::kF32);
     SW_RETURN_IF_ERROR(b.copy(logits_f32, result.logits));
@@ -243,20 +316,28 @@ Result<StepResult> ModelRunner::step(const std::vector<SequenceInput>& batch) {
   return result;
 }
 
-Status ModelRunner::run_layer(int l, const Tensor& positions, const Tensor& slots, Tensor& hidden,
-                              Tensor& residual, int64_t num_decode, const Tensor& dec_seq_lens,
-                              const Tensor& dec_tables, const Tensor& pre_qsl,
-                              const Tensor& pre_seq_lens, const Tensor& pre_tables,
+Status ModelRunner::run_moe(const LayerWeights& w, const Tensor& x, Tensor& out,
+                            moe::MoeLayerMetrics* metrics) {
+  moe::MoeOptions o = moe_options_;
+  o.top_k = config_.num_experts_per_tok;
+  o.renormalize = config_.norm_topk_prob;
+  if (par_) return par_->moe_ffn(x, w.router_w, w.experts_gate_up, w.experts_down, o, out, metrics);
+  return moe::moe_ffn(backend_, x, w.router_w, w.experts_gate_up, w.experts_down, o, out, metrics);
+}
+
+Status ModelRunner::run_layer(int li, const Batch& bt, Tensor& hidden, Tensor& residual,
                               std::vector<moe::MoeLayerMetrics>* metrics) {
   auto& b = backend_;
   const auto& c = config_;
-  const LayerWeights& w = weights_.layers[l];
-  const int64_t T = hidden.dim(0), H = c.hidden_size, D = c.head_dim;
-  const int64_t Hq = c.num_attention_heads, Hk = c.num_key_value_heads;
+  const ShardSpec& sh = weights_.shard;
+  const LayerWeights& w = weights_.layers[li];
+  const int global_layer = sh.layer_begin + li;
+  const int64_t T = bt.num_tokens, H = c.hidden_size, D = c.head_dim;
+  const int64_t Hq = sh.num_q_heads(), Hk = sh.num_kv_heads();
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   Tensor x = b.alloc({T, H}, dtype_);
-  if (l == 0) {
+  if (global_layer == 0) {
     SW_RETURN_IF_ERROR(b.rms_norm(hidden, w.input_norm, eps, x));
   } else {
     SW_RETURN_IF_ERROR(b.rms_norm(hidden, w.input_norm, eps, x, &residual));
@@ -274,29 +355,26 @@ Status ModelRunner::run_layer(int l, const Tensor& positions, const Tensor& slot
     k = kn;
   }
   Tensor q3 = q.reshape({T, Hq, D}), k3 = k.reshape({T, Hk, D}), v3 = v.reshape({T, Hk, D});
-  SW_RETURN_IF_ERROR(b.rope(q3, k3, positions, inv_freq_, kernels::RopeLayout::kNeox));
-  SW_RETURN_IF_ERROR(b.kv_cache_write(k3, v3, slots, k_cache_[l], v_cache_[l]));
+  SW_RETURN_IF_ERROR(b.rope(q3, k3, bt.positions, inv_freq_, kernels::RopeLayout::kNeox));
+  SW_RETURN_IF_ERROR(b.kv_cache_write(k3, v3, bt.slots, k_cache_[li], v_cache_[li]));
   Tensor attn = b.alloc({T, Hq, D}, dtype_);
   kernels::AttentionParams ap{1.0f / std::sqrt(static_cast<float>(D))};
-  if (num_decode > 0) {
-    Tensor out = attn.rows(0, num_decode);
-    SW_RETURN_IF_ERROR(b.attention_decode(q3.rows(0, num_decode), k_cache_[l], v_cache_[l],
-                                          dec_seq_lens, dec_tables, ap, out));
+  if (bt.num_decode > 0) {
+    Tensor out = attn.rows(0, bt.num_decode);
+    SW_RETURN_IF_ERROR(b.attention_decode(q3.rows(0, bt.num_decode), k_cache_[li], v_cache_[li],
+                                          bt.dec_seq_lens, bt.dec_tables, ap, out));
   }
-  if (num_decode < T) {
-    Tensor out = attn.rows(num_decode, T);
-    SW_RETURN_IF_ERROR(b.attention_prefill(q3.rows(num_decode, T), k_cache_[l], v_cache_[l],
-                                           pre_qsl, pre_seq_lens, pre_tables, ap, out));
+  if (bt.num_decode < T) {
+    Tensor out = attn.rows(bt.num_decode, T);
+    SW_RETURN_IF_ERROR(b.attention_prefill(q3.rows(bt.num_decode, T), k_cache_[li], v_cache_[li],
+                                           bt.pre_qsl, bt.pre_seq_lens, bt.pre_tables, ap, out));
   }
   SW_RETURN_IF_ERROR(b.gemm(attn.reshape({T, Hq * D}), w.o_w, hidden));
+  if (par_) SW_RETURN_IF_ERROR(par_->tp_all_reduce(hidden));
   SW_RETURN_IF_ERROR(b.rms_norm(hidden, w.post_norm, eps, x, &residual));
   if (w.moe) {
-    moe::MoeOptions o;
-    o.top_k = c.num_experts_per_tok;
-    o.renormalize = c.norm_topk_prob;
     moe::MoeLayerMetrics m;
-    SW_RETURN_IF_ERROR(moe::moe_ffn(b, x, w.router_w, w.experts_gate_up, w.experts_down, o, hidden,
-                                    metrics ? &m : nullptr));
+    SW_RETURN_IF_ERROR(run_moe(w, x, hidden, metrics ? &m : nullptr));
     if (metrics) metrics->push_back(std::move(m));
   } else {
     const int64_t I = w.down_w.dim(1);
@@ -304,6 +382,7 @@ Status ModelRunner::run_layer(int l, const Tensor& positions, const Tensor& slot
     SW_RETURN_IF_ERROR(b.gemm(x, w.gate_up_w, gu));
     SW_RETURN_IF_ERROR(b.silu_and_mul(gu, act));
     SW_RETURN_IF_ERROR(b.gemm(act, w.down_w, hidden));
+    if (par_) SW_RETURN_IF_ERROR(par_->tp_all_reduce(hidden));
   }
   return Status();
 }

@@ -1,6 +1,10 @@
 // ModelRunner: executes one step of the model for a batch that mixes prefill chunks and
 // decode tokens of different sequences, over a paged KV cache, and samples on the device.
-// The forward knows nothing of parallelism; parallel/ wraps it for TP/PP/EP.
+// The forward knows nothing of parallelism: it holds one rank's shard (ShardSpec) and calls
+// parallel::ForwardParallelism at the seams (null = one process, whole model).
+//
+// Two entry points: step() allocates KV blocks from the runner's own pool (one process);
+// execute() runs a StepMetadata whose block tables a coordinator already chose (workers).
 #pragma once
 
 #include <cstdint>
@@ -12,6 +16,7 @@
 #include "kernels/backend.h"
 #include "model/model_config.h"
 #include "moe/expert_ffn.h"
+#include "parallel/forward_parallelism.h"
 #include "worker/kv_block_pool.h"
 #include "worker/model_weights.h"
 
@@ -24,10 +29,27 @@ struct KvCacheOptions {
 
 struct SequenceInput {
   int64_t seq_id = 0;
+  int kv_group = 0;             // which KV pool (dp group) holds the sequence
   std::vector<int32_t> tokens;  // new tokens, appended after what the cache already holds
   bool sample = true;           // sample a token from the last position's logits
   kernels::SamplingRow sampling;
   bool keep_logits = false;  // return float32 logits for every new token's position
+};
+
+// One sequence of a step with its KV placement decided: what a coordinator sends a worker.
+struct StepSequence {
+  int64_t seq_id = 0;
+  std::vector<int32_t> tokens;
+  int64_t start_pos = 0;             // tokens already cached before this step
+  std::vector<int32_t> block_table;  // covers start_pos + tokens.size() tokens
+  bool sample = true;
+  kernels::SamplingRow sampling;
+  bool keep_logits = false;
+};
+
+struct StepMetadata {
+  std::vector<StepSequence> seqs;
+  std::vector<BlockCopy> copies;  // copy-on-write block copies to do first
 };
 
 struct StepResult {
@@ -39,40 +61,70 @@ struct StepResult {
   std::vector<moe::MoeLayerMetrics> moe_metrics;  // per MoE layer, when collect_moe_metrics
 };
 
+// What the Generator drives: a local runner or a coordinator's view of a worker pool.
+class StepExecutor {
+ public:
+  virtual ~StepExecutor() = default;
+  virtual const model::ModelConfig& config() const = 0;
+  virtual int num_kv_groups() const = 0;
+  virtual KvBlockPool& kv_pool(int group) = 0;
+  // Appends each input's tokens to its sequence's cache in pool `kv_group` (creating it on
+  // first use) and runs the model. If a pool cannot hold the batch, nothing is appended and
+  // kResourceExhausted names the shortfall.
+  virtual Result<StepResult> step(const std::vector<SequenceInput>& batch) = 0;
+  virtual Status free_sequence(int64_t seq_id, int kv_group) = 0;
+};
+
+// Validates the inputs of one KV group, checks the pool can hold them all, appends them and
+// returns their metadata in input order (inputs with no tokens are kept, with no blocks).
+Result<StepMetadata> allocate_step(KvBlockPool& pool,
+                                   const std::vector<const SequenceInput*>& inputs,
+                                   int64_t vocab_size);
+
 // Inverse RoPE frequencies with the config's rope_scaling applied: float32 [head_dim / 2].
 std::vector<float> rope_inv_freq(const model::ModelConfig& config);
 
-class ModelRunner {
+class ModelRunner : public StepExecutor {
  public:
   ModelRunner(model::ModelConfig config, ModelWeights weights, kernels::Backend& backend,
-              KvCacheOptions kv);
+              KvCacheOptions kv, parallel::ForwardParallelism* parallelism = nullptr);
 
-  const model::ModelConfig& config() const { return config_; }
-  kernels::Backend& backend() { return backend_; }
+  const model::ModelConfig& config() const override { return config_; }
+  int num_kv_groups() const override { return 1; }
+  KvBlockPool& kv_pool(int) override { return pool_; }
   KvBlockPool& kv_pool() { return pool_; }
-  void set_collect_moe_metrics(bool on) { collect_moe_metrics_ = on; }
+  Result<StepResult> step(const std::vector<SequenceInput>& batch) override;
+  Status free_sequence(int64_t seq_id, int = 0) override { return pool_.free_sequence(seq_id); }
 
-  // Appends each input's tokens to its sequence's cache (creating the sequence on first
-  // use) and runs the model. If the KV cache cannot hold the batch, nothing is appended and
-  // kResourceExhausted names the shortfall.
-  Result<StepResult> step(const std::vector<SequenceInput>& batch);
-  Status free_sequence(int64_t seq_id) { return pool_.free_sequence(seq_id); }
+  // The forward for a step whose KV placement is decided. Stages without the LM head send
+  // their output to the next stage and return a result with no tokens.
+  Result<StepResult> execute(const StepMetadata& meta);
+  kernels::Backend& backend() { return backend_; }
+  const ShardSpec& shard() const { return weights_.shard; }
+  void set_collect_moe_metrics(bool on) { collect_moe_metrics_ = on; }
+  // Capacity and drop policy of MoE layers (top_k and renormalisation come from the config).
+  void set_moe_options(const moe::MoeOptions& o) { moe_options_ = o; }
 
  private:
-  Status run_layer(int layer, const Tensor& positions, const Tensor& slots, Tensor& hidden,
-                   Tensor& residual, int64_t num_decode, const Tensor& dec_seq_lens,
-                   const Tensor& dec_tables, const Tensor& pre_qsl, const Tensor& pre_seq_lens,
-                   const Tensor& pre_tables, std::vector<moe::MoeLayerMetrics>* metrics);
+  struct Batch;  // device metadata of one step
+  Status run_layer(int local_layer, const Batch& b, Tensor& hidden, Tensor& residual,
+                   std::vector<moe::MoeLayerMetrics>* metrics);
+  Status run_moe(const LayerWeights& w, const Tensor& x, Tensor& out,
+                 moe::MoeLayerMetrics* metrics);
+  Result<StepResult> finish(const StepMetadata& meta, const std::vector<int64_t>& row_of,
+                            Tensor& hidden, Tensor& residual, StepResult result);
   Tensor upload_i32(const std::vector<int32_t>& v, Shape shape);
 
   model::ModelConfig config_;
   ModelWeights weights_;
   kernels::Backend& backend_;
+  parallel::ForwardParallelism* par_;
   KvBlockPool pool_;
-  std::vector<Tensor> k_cache_, v_cache_;  // per layer [num_blocks, block_size, Hk, D]
+  std::vector<Tensor> k_cache_, v_cache_;  // per local layer [num_blocks, block_size, Hk_local, D]
   Tensor inv_freq_;
   DType dtype_;
   bool collect_moe_metrics_ = false;
+  moe::MoeOptions moe_options_;
 };
 
 }  // namespace sw::worker
