@@ -1,5 +1,6 @@
 // `shardwise generate`: load a model (folder or preset), run prompts through the generation
 // loop on one backend, print tokens (text or JSON lines) and optionally dump logits (.npy).
+#include <mpi.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -10,11 +11,14 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "comm/control/control_channel.h"
 #include "common/json_fields.h"
 #include "common/npy.h"
+#include "coordinator/distributed_executor.h"
 #include "kernels/backend.h"
 #include "model/model_config.h"
 #include "model/weight_source.h"
+#include "worker/cluster_runtime.h"
 #include "worker/generator.h"
 #include "worker/model_runner.h"
 #include "worker/model_weights.h"
@@ -24,6 +28,8 @@ namespace sw::cli {
 namespace {
 
 struct GenerateArgs {
+  std::string config;  // cluster YAML: run partitioned under mpirun
+  bool verbose = false;
   std::string model;
   std::string load_format = "auto";
   std::string dtype = "float32";
@@ -117,6 +123,54 @@ std::string logits_path(const std::string& path, size_t index, size_t count) {
   return fmt::format("{}_{}{}", stem, index, ext);
 }
 
+Status emit_results(const GenerateArgs& a, const std::vector<worker::GenerationResult>& results,
+                    const worker::GenerationStats& st) {
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    const double decode_ms = r.total_ms - r.ttft_ms;
+    const double decode_tps = r.output_ids.size() > 1 && decode_ms > 0
+                                  ? (r.output_ids.size() - 1) * 1000.0 / decode_ms
+                                  : 0.0;
+    if (a.json) {
+      nlohmann::json j = {{"index", i},
+                          {"prompt_ids", r.prompt_ids},
+                          {"output_ids", r.output_ids},
+                          {"finish_reason", r.finish_reason},
+                          {"num_preemptions", r.num_preemptions},
+                          {"timing",
+                           {{"ttft_ms", r.ttft_ms},
+                            {"total_ms", r.total_ms},
+                            {"decode_tokens_per_s", decode_tps}}}};
+      std::cout << j.dump() << "\n";
+    } else {
+      std::cout << fmt::format(
+          "[{}] prompt={} -> output={} ({}, ttft {:.1f} ms, total {:.1f} ms)\n", i,
+          fmt::join(r.prompt_ids, ","), fmt::join(r.output_ids, ","), r.finish_reason, r.ttft_ms,
+          r.total_ms);
+    }
+    if (!a.dump_logits.empty()) {
+      std::string path = logits_path(a.dump_logits, i, results.size());
+      SW_RETURN_IF_ERROR(write_npy(path, r.logits.data_as<float>(), r.logits.shape()));
+    }
+  }
+  std::cout.flush();
+  spdlog::info(
+      "{} request(s), {} prompt + {} generated tokens in {} steps, {:.1f} ms ({:.1f} tok/s), {} "
+      "preemption(s)",
+      results.size(), st.prompt_tokens, st.generated_tokens, st.num_steps, st.wall_ms,
+      st.wall_ms > 0 ? st.generated_tokens * 1000.0 / st.wall_ms : 0.0, st.num_preemptions);
+  if (a.verbose) {
+    for (size_t l = 0; l < st.moe_layers.size(); ++l) {
+      const auto& m = st.moe_layers[l];
+      std::cerr << fmt::format(
+          "moe layer {}: tokens per expert [{}], dropped {} of {} ({:.1f}%), imbalance {:.2f}\n", l,
+          fmt::join(m.tokens_per_expert, " "), m.num_dropped, m.num_assignments,
+          m.num_assignments ? 100.0 * m.num_dropped / m.num_assignments : 0.0, m.imbalance);
+    }
+  }
+  return Status();
+}
+
 Status run_generate(const GenerateArgs& a) {
   SW_ASSIGN_OR_RETURN(model::ModelConfig config, model::load_model_config(a.model));
   SW_ASSIGN_OR_RETURN(model::LoadFormat format, model::parse_load_format(a.load_format));
@@ -161,54 +215,92 @@ Status run_generate(const GenerateArgs& a) {
           kv.block_size;
   }
   worker::ModelRunner runner(config, std::move(weights), *backend, kv);
+  runner.set_collect_moe_metrics(a.verbose);
   worker::Generator gen(runner, worker::SchedulerOptions{a.max_num_seqs, a.max_num_batched_tokens});
   SW_ASSIGN_OR_RETURN(auto results, gen.generate(requests));
 
-  for (size_t i = 0; i < results.size(); ++i) {
-    const auto& r = results[i];
-    const double decode_ms = r.total_ms - r.ttft_ms;
-    const double decode_tps = r.output_ids.size() > 1 && decode_ms > 0
-                                  ? (r.output_ids.size() - 1) * 1000.0 / decode_ms
-                                  : 0.0;
-    if (a.json) {
-      nlohmann::json j = {{"index", i},
-                          {"prompt_ids", r.prompt_ids},
-                          {"output_ids", r.output_ids},
-                          {"finish_reason", r.finish_reason},
-                          {"num_preemptions", r.num_preemptions},
-                          {"timing",
-                           {{"ttft_ms", r.ttft_ms},
-                            {"total_ms", r.total_ms},
-                            {"decode_tokens_per_s", decode_tps}}}};
-      std::cout << j.dump() << "\n";
+  return emit_results(a, results, gen.stats());
+}
+
+// Under mpirun: rank 0 coordinates (scheduler, KV placement, output), the other ranks each
+// run their shard. A failure on rank 0 before the workers start tells them to exit.
+// `*fatal` is set once ranks may be stuck waiting for each other (then the job is aborted);
+// errors found identically on every rank (config, plan, prompts) are reported by rank 0.
+Status run_generate_cluster(const GenerateArgs& a, bool* fatal) {
+  *fatal = false;
+  SW_ASSIGN_OR_RETURN(worker::ClusterRuntime rt, worker::start_cluster(a.config));
+  const bool coordinator = rt.rank() == 0;
+  std::vector<worker::GenerationRequest> requests;
+  Status setup;
+  int64_t num_blocks = 0;
+  std::unique_ptr<comm::ControlChannel> channel;
+  std::string endpoint;
+  if (coordinator) {
+    auto reqs = build_requests(a);
+    auto ch = comm::ControlChannel::coordinator(rt.cluster.comm);
+    if (!reqs.ok()) {
+      setup = reqs.status();
+    } else if (!ch.ok()) {
+      setup = ch.status();
     } else {
-      std::cout << fmt::format(
-          "[{}] prompt={} -> output={} ({}, ttft {:.1f} ms, total {:.1f} ms)\n", i,
-          fmt::join(r.prompt_ids, ","), fmt::join(r.output_ids, ","), r.finish_reason, r.ttft_ms,
-          r.total_ms);
+      requests = std::move(reqs).value();
+      channel = std::move(ch).value();
+      endpoint = channel->endpoint();
+      // KV blocks: what the smallest rank of the instance can hold, capped at what these
+      // requests can ever use (the CPU backend zero-fills what it allocates).
+      num_blocks = INT64_MAX;
+      for (const auto& rp : rt.plan.ranks)
+        if (!rp.coord.coordinator) num_blocks = std::min(num_blocks, rp.kv_blocks);
+      int64_t want = 0;
+      for (const auto& r : requests)
+        want += (static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens +
+                 rt.cluster.runtime.kv_block_size - 1) /
+                rt.cluster.runtime.kv_block_size;
+      num_blocks = std::min(num_blocks, want);
     }
-    if (!a.dump_logits.empty()) {
-      std::string path = logits_path(a.dump_logits, i, results.size());
-      SW_RETURN_IF_ERROR(write_npy(path, r.logits.data_as<float>(), r.logits.shape()));
-    }
+    if (!setup.ok()) num_blocks = -1;
   }
-  std::cout.flush();
-  const auto& st = gen.stats();
-  spdlog::info(
-      "{} request(s), {} prompt + {} generated tokens in {} steps, {:.1f} ms ({:.1f} tok/s), {} "
-      "preemption(s)",
-      results.size(), st.prompt_tokens, st.generated_tokens, st.num_steps, st.wall_ms,
-      st.wall_ms > 0 ? st.generated_tokens * 1000.0 / st.wall_ms : 0.0, st.num_preemptions);
-  return Status();
+  SW_RETURN_IF_ERROR(rt.world->broadcast(&num_blocks, 1, DType::kI64, 0));
+  if (num_blocks < 0) return coordinator ? setup : Status();
+  *fatal = true;
+  int64_t len = static_cast<int64_t>(endpoint.size());
+  SW_RETURN_IF_ERROR(rt.world->broadcast(&len, 1, DType::kI64, 0));
+  endpoint.resize(static_cast<size_t>(len));
+  SW_RETURN_IF_ERROR(rt.world->broadcast(endpoint.data(), len, DType::kU8, 0));
+
+  if (!coordinator) {
+    auto engine = worker::build_worker_engine(rt, num_blocks);
+    if (!engine.ok()) return engine.status().with_context(fmt::format("rank {}", rt.rank()));
+    return worker::run_worker(rt, *engine, endpoint);
+  }
+  SW_ASSIGN_OR_RETURN(auto executor,
+                      coordinator::DistributedExecutor::create(rt, *channel, num_blocks));
+  executor->set_collect_moe_metrics(a.verbose);
+  worker::Generator gen(*executor,
+                        worker::SchedulerOptions{rt.cluster.runtime.max_num_seqs,
+                                                 rt.cluster.runtime.max_num_batched_tokens});
+  auto results = gen.generate(requests);
+  Status stop = executor->shutdown();
+  if (!results.ok()) return results.status();
+  SW_RETURN_IF_ERROR(stop);
+  return emit_results(a, *results, gen.stats());
 }
 
 }  // namespace
 
 std::function<int()> add_generate_command(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
-  CLI::App* g = app.add_subcommand("generate", "Generate tokens for prompts on one process");
-  g->add_option("--model", a->model, "Model folder (config.json + safetensors) or preset name")
-      ->required();
+  CLI::App* g = app.add_subcommand(
+      "generate",
+      "Generate tokens for prompts: one process (--model), or partitioned under mpirun (--config)");
+  auto* model_opt =
+      g->add_option("--model", a->model, "Model folder (config.json + safetensors) or preset name");
+  auto* config_opt = g->add_option("--config", a->config,
+                                   "Cluster YAML: run the partitioned model under mpirun (model, "
+                                   "dtype and runtime from the file)");
+  model_opt->excludes(config_opt);
+  g->add_flag("--verbose", a->verbose,
+              "Print per-layer MoE metrics (tokens per expert, drops, imbalance)");
   g->add_option("--load-format", a->load_format, "auto|safetensors|dummy")->capture_default_str();
   g->add_option("--dtype", a->dtype, "float32|bfloat16|float16 (weights and activations)")
       ->capture_default_str();
@@ -241,17 +333,34 @@ std::function<int()> add_generate_command(CLI::App& app) {
                 "Tokens per step (prefill is chunked)")
       ->capture_default_str();
   g->add_option("--threads", a->threads, "CPU threads (0 = all cores)")->capture_default_str();
-  return [a, ids, file]() {
+  return [a, ids, file, model_opt, config_opt]() {
     if (ids->count() == 0 && file->count() == 0) {
       std::cerr << "error: generate needs --prompt-ids or --prompts\n";
       return 2;
     }
-    Status s = run_generate(*a);
-    if (!s.ok()) {
-      std::cerr << "error: " << s.message() << "\n";
-      return 1;
+    if (model_opt->count() == 0 && config_opt->count() == 0) {
+      std::cerr << "error: generate needs --model or --config\n";
+      return 2;
     }
-    return 0;
+    Status s;
+    if (config_opt->count() > 0) {
+      MPI_Init(nullptr, nullptr);
+      int rank = 0;
+      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+      bool fatal = false;
+      s = run_generate_cluster(*a, &fatal);
+      if (!s.ok() && (fatal || rank == 0)) {
+        std::cerr << fmt::format("error (rank {}): {}\n", rank, s.message());
+        std::cerr.flush();
+      }
+      // Peers may be blocked in a collective with this rank: take the whole job down.
+      if (!s.ok() && fatal) MPI_Abort(MPI_COMM_WORLD, 1);
+      MPI_Finalize();
+    } else {
+      s = run_generate(*a);
+      if (!s.ok()) std::cerr << "error: " << s.message() << "\n";
+    }
+    return s.ok() ? 0 : 1;
   };
 }
 

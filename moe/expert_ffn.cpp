@@ -3,7 +3,14 @@
 
 #include <algorithm>
 
+#include "moe/capacity.h"
+
 namespace sw::moe {
+
+int64_t capacity_for(const MoeOptions& o, int64_t num_tokens, int num_experts) {
+  if (!o.capacity_factor) return o.capacity;
+  return expert_capacity(o.capacity_factor, o.top_k, num_tokens, num_experts);
+}
 
 Status moe_ffn(kernels::Backend& b, const Tensor& x, const Tensor& router_w,
                const Tensor& w_gate_up, const Tensor& w_down, const MoeOptions& o, Tensor& out,
@@ -20,7 +27,8 @@ Status moe_ffn(kernels::Backend& b, const Tensor& x, const Tensor& router_w,
   SW_RETURN_IF_ERROR(b.router_topk(logits, k, o.renormalize, topk_ids, topk_w));
   Tensor dest = b.alloc({T, k}, DType::kI32);
   Tensor offsets = b.alloc({E + 1}, DType::kI32);
-  SW_RETURN_IF_ERROR(b.moe_assign(topk_ids, topk_w, E, o.capacity, o.policy, dest, offsets));
+  SW_RETURN_IF_ERROR(
+      b.moe_assign(topk_ids, topk_w, E, capacity_for(o, T, E), o.policy, dest, offsets));
   // Rows past the kept count are never read: the buffer is sized for the dropless worst case.
   const int64_t R = T * k;
   Tensor permuted = b.alloc({R, H}, x.dtype());

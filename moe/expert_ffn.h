@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "common/status.h"
@@ -15,7 +16,10 @@ namespace sw::moe {
 struct MoeOptions {
   int top_k = 2;
   bool renormalize = true;
-  int64_t capacity = -1;  // per expert; < 0: dropless
+  // Per-expert capacity on each source rank: ceil(capacity_factor * top_k * T_local / E),
+  // computed per call from the tokens that rank routes; nullopt: `capacity` below.
+  std::optional<double> capacity_factor;
+  int64_t capacity = -1;  // fixed per-expert capacity when no factor is given; < 0: dropless
   kernels::DropPolicy policy = kernels::DropPolicy::kOrder;
 };
 
@@ -25,6 +29,9 @@ struct MoeLayerMetrics {
   int64_t num_dropped = 0;
   double imbalance = 0.0;  // max / mean of tokens_per_expert
 };
+
+// Capacity for `num_tokens` routed tokens under `o` (-1: dropless).
+int64_t capacity_for(const MoeOptions& o, int64_t num_tokens, int num_experts);
 
 // x: [T, H]; router_w: [E, H]; w_gate_up: [E, 2I, H]; w_down: [E, H, I]; out: [T, H].
 // metrics (optional) costs a device-to-host copy of the expert counts.

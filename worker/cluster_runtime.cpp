@@ -1,0 +1,186 @@
+// Cluster start-up and the worker's command loop.
+#include "worker/cluster_runtime.h"
+
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "comm/control/control_channel.h"
+#include "comm/mpi/mpi_comm.h"
+#include "model/weight_source.h"
+#include "parallel/distributed_forward.h"
+#include "parallel/partitioner.h"
+#include "parallel/rank_layout.h"
+#include "worker/step_protocol.h"
+
+namespace sw::worker {
+
+namespace {
+
+// Rank 0's file contents on every rank (length -1 = rank 0 could not read it).
+Result<std::string> broadcast_file(comm::Communicator& world, const std::string& path) {
+  std::string text;
+  int64_t len = -1;
+  if (world.rank() == 0) {
+    std::ifstream in(path);
+    if (in) {
+      std::stringstream ss;
+      ss << in.rdbuf();
+      text = ss.str();
+      len = static_cast<int64_t>(text.size());
+    }
+  }
+  SW_RETURN_IF_ERROR(world.broadcast(&len, 1, DType::kI64, 0));
+  if (len < 0) return not_found("cannot read cluster config '{}' (on rank 0)", path);
+  text.resize(static_cast<size_t>(len));
+  SW_RETURN_IF_ERROR(world.broadcast(text.data(), len, DType::kU8, 0));
+  return text;
+}
+
+}  // namespace
+
+ShardSpec shard_of(const parallel::RankPlan& rp) {
+  ShardSpec s;
+  s.layer_begin = rp.layer_begin;
+  s.layer_end = rp.layer_end;
+  s.has_embedding = rp.has_embedding;
+  s.has_lm_head = rp.has_lm_head;
+  s.q_head_begin = rp.q_head_begin;
+  s.q_head_end = rp.q_head_end;
+  s.kv_head_begin = rp.kv_head_begin;
+  s.kv_head_end = rp.kv_head_end;
+  s.vocab_begin = rp.vocab_begin;
+  s.vocab_end = rp.vocab_end;
+  s.ffn_begin = rp.ffn_begin;
+  s.ffn_end = rp.ffn_end;
+  s.expert_begin = rp.expert_begin;
+  s.expert_end = rp.expert_end;
+  s.moe_ffn_begin = rp.moe_ffn_begin;
+  s.moe_ffn_end = rp.moe_ffn_end;
+  return s;
+}
+
+Result<ClusterRuntime> start_cluster(const std::string& config_path) {
+  ClusterRuntime rt;
+  comm::CommOptions boot;
+  SW_RETURN_IF_ERROR(comm::apply_env_overrides(&boot));
+  std::string text;
+  {
+    SW_ASSIGN_OR_RETURN(auto bootstrap, comm::MpiComm::create_world(boot));
+    SW_ASSIGN_OR_RETURN(text, broadcast_file(*bootstrap, config_path));
+  }
+  SW_ASSIGN_OR_RETURN(rt.cluster, parallel::parse_cluster_config(text, config_path));
+  SW_ASSIGN_OR_RETURN(auto world, comm::MpiComm::create_world(rt.cluster.comm));
+  rt.world = std::move(world);
+  SW_ASSIGN_OR_RETURN(rt.model, model::load_model_config(rt.cluster.model.path));
+  SW_ASSIGN_OR_RETURN(rt.plan, parallel::make_plan(rt.cluster, rt.model, rt.world->size()));
+  // Every rank takes part in both splits; the coordinator joins no group (color -1).
+  const parallel::RankCoord& me = rt.rank_plan().coord;
+  int stage_color = -1, tp_color = -1, key = 0;
+  if (!me.coordinator) {
+    const auto& pool = rt.plan.pools[me.pool];
+    int stage_id = 0;
+    for (int p = 0; p < me.pool; ++p) stage_id += rt.plan.pools[p].instances * rt.plan.pools[p].pp;
+    stage_id += me.instance * pool.pp + me.stage;
+    stage_color = stage_id;
+    tp_color = stage_id * 4096 + me.dp;
+    key = me.dp * pool.tp + me.tp;
+  }
+  SW_ASSIGN_OR_RETURN(rt.stage_group, rt.world->split(stage_color, key));
+  SW_ASSIGN_OR_RETURN(rt.tp_group, rt.world->split(tp_color, me.tp));
+  return rt;
+}
+
+Result<WorkerEngine> build_worker_engine(ClusterRuntime& rt, int64_t num_kv_blocks) {
+  WorkerEngine e;
+  const parallel::RankPlan& rp = rt.rank_plan();
+  const parallel::PoolSpec& pool = rt.plan.pools[rp.coord.pool];
+  const auto& cfg = rt.cluster;
+  if (cfg.runtime.device == "cuda") {
+    SW_ASSIGN_OR_RETURN(e.backend, kernels::make_cuda_backend(0));
+  } else {
+    e.backend = kernels::make_cpu_backend(0);
+  }
+  SW_ASSIGN_OR_RETURN(DType dtype, parse_dtype(cfg.model.dtype));
+  SW_ASSIGN_OR_RETURN(model::LoadFormat format, model::parse_load_format(cfg.model.load_format));
+  SW_ASSIGN_OR_RETURN(auto source, model::open_weight_source(rt.model, cfg.model.path, format,
+                                                             cfg.model.dummy_seed));
+  SW_ASSIGN_OR_RETURN(ModelWeights weights,
+                      load_model_weights(rt.model, *source, *e.backend, dtype, shard_of(rp)));
+
+  parallel::DistributedForwardOptions o;
+  o.world = rt.world.get();
+  o.tp_group = rt.tp_group.get();
+  o.stage_group = rt.stage_group.get();
+  o.dp = pool.dp;
+  o.moe_mode = pool.moe;
+  o.num_experts = rt.model.num_experts;
+  o.all_to_all = cfg.comm.all_to_all;
+  for (int delta : {-1, 1}) {
+    parallel::RankCoord c = rp.coord;
+    c.stage += delta;
+    if (c.stage < 0 || c.stage >= pool.pp) continue;
+    SW_ASSIGN_OR_RETURN(int r, parallel::rank_of(rt.plan.pools, c));
+    (delta < 0 ? o.prev_stage_rank : o.next_stage_rank) = r;
+  }
+  SW_ASSIGN_OR_RETURN(auto forward, parallel::DistributedForward::create(*e.backend, o));
+  e.forward = std::move(forward);
+  e.runner = std::make_unique<ModelRunner>(rt.model, std::move(weights), *e.backend,
+                                           KvCacheOptions{num_kv_blocks, cfg.runtime.kv_block_size},
+                                           e.forward.get());
+  moe::MoeOptions mo;
+  mo.capacity_factor = cfg.moe.capacity_factor;
+  mo.policy = cfg.moe.drop_policy;
+  e.runner->set_moe_options(mo);
+  return e;
+}
+
+Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& endpoint) {
+  const parallel::RankPlan& rp = rt.rank_plan();
+  const auto& pool = rt.plan.pools[rp.coord.pool];
+  const bool replies = rp.has_lm_head && rp.coord.tp == 0;
+  const std::string id = fmt::format("rank{}", rt.rank());
+  SW_ASSIGN_OR_RETURN(auto channel, comm::ControlChannel::worker(rt.cluster.comm, endpoint, id));
+  while (true) {
+    SW_ASSIGN_OR_RETURN(auto msg, channel->receive(1.0));
+    if (!msg) {
+      if (channel->is_lost("coordinator"))
+        return unavailable(
+            "rank {}: lost the coordinator at {} (no heartbeat for {:.1f} s)", rt.rank(), endpoint,
+            rt.cluster.comm.heartbeat_interval_s * rt.cluster.comm.heartbeat_miss_count);
+      continue;
+    }
+    if (msg->type == comm::MessageType::kShutdown) return Status();
+    if (msg->type != comm::MessageType::kCommand) continue;
+    SW_ASSIGN_OR_RETURN(StepCommand cmd, decode_step_command(msg->payload));
+    if (static_cast<int>(cmd.groups.size()) != pool.dp)
+      return invalid_argument("rank {}: step command for {} dp groups, this instance has {}",
+                              rt.rank(), cmd.groups.size(), pool.dp);
+    engine.runner->set_collect_moe_metrics(cmd.collect_moe_metrics);
+    auto result = engine.runner->execute(cmd.groups[rp.coord.dp]);
+    if (!result.ok()) {
+      Status err = result.status().with_context(fmt::format(
+          "rank {} (stage {}, dp {}, tp {})", rt.rank(), rp.coord.stage, rp.coord.dp, rp.coord.tp));
+      (void)channel->send("", comm::MessageType::kError, msg->request_id, err.message());
+      return err;
+    }
+    // Metrics of stages without the LM head travel with the stage's dp-0 tp-0 rank's reply.
+    if (replies || (rp.coord.dp == 0 && rp.coord.tp == 0 && cmd.collect_moe_metrics)) {
+      StepReply rep;
+      rep.dp_group = rp.coord.dp;
+      if (replies) {
+        rep.sampled = result->sampled;
+        rep.logits_row = result->logits_row;
+        rep.logits = result->logits;
+      } else {
+        rep.dp_group = -1 - rp.coord.stage;  // a metrics-only reply
+      }
+      rep.moe_metrics = std::move(result->moe_metrics);
+      SW_RETURN_IF_ERROR(
+          channel->send("", comm::MessageType::kResult, msg->request_id, encode_step_reply(rep)));
+    }
+  }
+}
+
+}  // namespace sw::worker

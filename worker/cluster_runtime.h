@@ -1,0 +1,49 @@
+// Start-up shared by every rank of `mpirun -np N shardwise generate --config F`: rank 0
+// reads the cluster file and broadcasts it, every rank parses it and builds the same plan
+// (checking the world size), then the stage and tp communicators are split off the world.
+// The caller owns MPI_Init/MPI_Finalize.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "comm/communicator.h"
+#include "common/status.h"
+#include "model/model_config.h"
+#include "parallel/cluster_config.h"
+#include "parallel/plan.h"
+#include "worker/model_runner.h"
+
+namespace sw::worker {
+
+struct ClusterRuntime {
+  parallel::ClusterConfig cluster;
+  model::ModelConfig model;
+  parallel::Plan plan;
+  std::unique_ptr<comm::Communicator> world;
+  std::unique_ptr<comm::Communicator>
+      stage_group;                               // workers only: the S = tp * dp ranks of its stage
+  std::unique_ptr<comm::Communicator> tp_group;  // workers only: its tp group
+  int rank() const { return world->rank(); }
+  const parallel::RankPlan& rank_plan() const { return plan.rank(rank()); }
+};
+
+Result<ClusterRuntime> start_cluster(const std::string& config_path);
+
+// The part of the model a worker rank holds, from its RankPlan.
+ShardSpec shard_of(const parallel::RankPlan& rp);
+
+// Loads a worker's shard and builds its runner; `num_kv_blocks` is the same for every rank
+// of the instance (the coordinator decides it).
+struct WorkerEngine {
+  std::unique_ptr<kernels::Backend> backend;
+  std::unique_ptr<parallel::ForwardParallelism> forward;
+  std::unique_ptr<ModelRunner> runner;
+};
+Result<WorkerEngine> build_worker_engine(ClusterRuntime& rt, int64_t num_kv_blocks);
+
+// Runs a worker until the coordinator says shutdown: connects to `endpoint`, executes step
+// commands for its dp group, and (last stage, tp rank 0) replies with tokens and logits.
+Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& endpoint);
+
+}  // namespace sw::worker
