@@ -10,5 +10,7 @@ namespace sw::cli {
 
 // Registers `generate` on `app`; the returned function runs it (exit code).
 std::function<int()> add_generate_command(CLI::App& app);
+// Registers `plan` (cluster YAML -> partition plan as a table or JSON).
+std::function<int()> add_plan_command(CLI::App& app);
 
 }  // namespace sw::cli

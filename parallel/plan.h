@@ -78,6 +78,13 @@ struct Plan {
   std::vector<std::vector<StagePlan>> stages;  // per pool: pp stages (same for every instance)
   std::vector<RankPlan> ranks;                 // index = global rank
   int ranks_per_node = 0;                      // as used for `node`
+  // Settings the plan was sized for (added with the partitioner; used by to_text and workers).
+  std::string dtype;           // weights and KV cache: float32 | bfloat16 | float16
+  std::string device;          // cpu | cuda
+  int num_hidden_layers = 0;   // of the model
+  int kv_block_size = 0;       // tokens per KV block
+  int64_t max_model_len = 0;   // resolved (never 0)
+  int64_t blocks_per_seq = 0;  // KV blocks one sequence of max_model_len needs
 
   const RankPlan& rank(int r) const { return ranks.at(static_cast<size_t>(r)); }
   // Global ranks of one stage of an instance: dp-major, tp-minor (S = tp * dp ranks).
