@@ -75,7 +75,8 @@ Status moe_assign(const Tensor& topk_ids, const Tensor& topk_weights, int num_ex
   const float* w = topk_weights.data_as<float>();
 
   // Priority scores use all k weights, including choices of other ranks' experts, so every
-  // EP rank orders a token the same way.
+  // EP rank orders a token the same way; kPrioritySum adds them in float32 in choice order
+  // (j = 0, 1, ...), which other backends must copy for ties to break identically.
   std::vector<int64_t> order(static_cast<size_t>(t));
   std::iota(order.begin(), order.end(), 0);
   if (policy != DropPolicy::kOrder) {
