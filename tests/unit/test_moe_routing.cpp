@@ -114,6 +114,26 @@ TEST(MoeAssignHandBuilt, FirstChoicesAlwaysBeatSecondChoices) {
   EXPECT_EQ(kept_mask(a), (std::vector<int32_t>{1, 0, 1, 0, 1, 0}));
 }
 
+// README "MoE routing" worked example: 8 tokens, 4 experts, k = 2, C = 0.5 -> capacity 2.
+TEST(MoeAssignHandBuilt, ReadmeWorkedExample) {
+  ASSERT_EQ(expert_capacity(0.5, 2, 8, 4), 2);
+  const std::vector<int32_t> ids = {0, 1, 0, 2, 1, 0, 0, 3, 2, 1, 0, 3, 3, 2, 1, 0};
+  const std::vector<float> w = {0.55f, 0.45f, 0.90f, 0.10f, 0.60f, 0.40f, 0.70f, 0.30f,
+                                0.80f, 0.20f, 0.95f, 0.05f, 0.65f, 0.35f, 0.75f, 0.25f};
+  // order: expert 0's two slots go to tokens 0 and 1, so tokens 3 and 5 lose their first
+  // choices; token 5 loses both and leaves the layer with zeros.
+  EXPECT_EQ(kept_mask(assign(ids, w, 2, 4, 2, DropPolicy::kOrder)),
+            (std::vector<int32_t>{1, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 0}));
+  // priority: tokens visited as 5, 1, 4, 7, 3, 6, 2, 0 (by top weight); tokens 0 and 3 lose
+  // both choices, the most confident tokens 5 and 1 keep both.
+  EXPECT_EQ(kept_mask(assign(ids, w, 2, 4, 2, DropPolicy::kPriorityMax)),
+            (std::vector<int32_t>{0, 0, 1, 1, 1, 0, 0, 0, 1, 0, 1, 1, 1, 0, 1, 0}));
+  // Renormalized weights sum to 1 for every token: priority-by-sum ties everywhere and the
+  // stable sort falls back to token order.
+  EXPECT_EQ(kept_mask(assign(ids, w, 2, 4, 2, DropPolicy::kPrioritySum)),
+            kept_mask(assign(ids, w, 2, 4, 2, DropPolicy::kOrder)));
+}
+
 std::vector<float> randn(std::mt19937& g, size_t n, float scale) {
   std::normal_distribution<float> d(0.f, scale);
   std::vector<float> v(n);
