@@ -264,7 +264,7 @@ std::string Plan::to_text() const {
       if (st.has_embedding) extra += " + embedding";
       if (st.has_lm_head) extra += " + final norm, LM head";
       out +=
-          fmt::format("  stage {}: layers [{}, {}){:<28} cost share {:5.1f}%\n", i, st.layer_begin,
+          fmt::format("  stage {}: layers [{}, {}){:<36} cost share {:5.1f}%\n", i, st.layer_begin,
                       st.layer_end, extra, total > 0 ? 100.0 * st.cost / total : 0.0);
     }
   }
