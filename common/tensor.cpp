@@ -48,7 +48,7 @@ Tensor Tensor::from_ints(const std::vector<int32_t>& values, Shape shape) {
   Tensor t = empty(std::move(shape), DType::kI32);
   SW_CHECK_MSG(static_cast<int64_t>(values.size()) == t.numel(),
                "from_ints: {} values for shape {}", values.size(), shape_str(t.shape()));
-  std::memcpy(t.data(), values.data(), values.size() * sizeof(int32_t));
+  if (!values.empty()) std::memcpy(t.data(), values.data(), values.size() * sizeof(int32_t));
   return t;
 }
 
