@@ -1,0 +1,238 @@
+// Cluster YAML parsing: every config in launch/configs parses and plans, defaults and mappings
+// (drop policy, link costs, env overrides), and errors that name the file and the key path.
+// Add a key: a test that sets it and one that gives it a wrong value.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "model/model_config.h"
+#include "parallel/cluster_config.h"
+#include "parallel/partitioner.h"
+
+namespace sw::parallel {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string error_of(const std::string& yaml) {
+  auto c = parse_cluster_config(yaml, "cluster.yaml");
+  EXPECT_FALSE(c.ok()) << "expected an error for:\n" << yaml;
+  return c.ok() ? std::string() : c.status().message();
+}
+
+const char* kMinimal = "model: {path: tiny-moe}\npools: {mixed: {}}\n";
+
+TEST(ClusterConfig, EveryExampleConfigParsesAndPlans) {
+  const fs::path dir = fs::path(SHARDWISE_SOURCE_DIR) / "launch" / "configs";
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(entry.path().string());
+    ++count;
+    auto c = load_cluster_config(entry.path().string());
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    auto m = model::load_model_config(c->model.path);
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    auto plan = make_plan(*c, *m, c->world_size());
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    EXPECT_EQ(plan->world_size, c->world_size());
+  }
+  EXPECT_GE(count, 7);
+}
+
+TEST(ClusterConfig, NamedExamplesHaveTheirShapes) {
+  const fs::path dir = fs::path(SHARDWISE_SOURCE_DIR) / "launch" / "configs";
+  auto c = load_cluster_config((dir / "tiny-moe-tp2-pp2.yaml").string());
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->world_size(), 5);
+  EXPECT_EQ(c->comm.ranks_per_node, 2);
+  auto ep = load_cluster_config((dir / "tiny-moe-ep4.yaml").string());
+  ASSERT_TRUE(ep.ok()) << ep.status().message();
+  EXPECT_EQ(ep->pools[0].dp, 2);
+  EXPECT_DOUBLE_EQ(*ep->moe.capacity_factor, 1.25);
+  EXPECT_EQ(ep->moe.drop_policy, kernels::DropPolicy::kPriorityMax);
+  auto dis = load_cluster_config((dir / "disaggregated.yaml").string());
+  ASSERT_TRUE(dis.ok()) << dis.status().message();
+  ASSERT_EQ(dis->pools.size(), 2u);
+  EXPECT_EQ(dis->pools[0].kind, PoolKind::kPrefill);
+  EXPECT_EQ(dis->pools[1].kind, PoolKind::kDecode);
+}
+
+TEST(ClusterConfig, DefaultsWhenKeysAreLeftOut) {
+  auto c = parse_cluster_config(kMinimal, "cluster.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->source, "cluster.yaml");
+  EXPECT_EQ(c->model.path, "tiny-moe");
+  EXPECT_EQ(c->model.load_format, "auto");
+  EXPECT_EQ(c->model.dtype, "float32");
+  EXPECT_EQ(c->runtime.device, "cpu");
+  EXPECT_EQ(c->runtime.kv_block_size, 16);
+  EXPECT_DOUBLE_EQ(c->runtime.gpu_memory_utilization, 0.9);
+  ASSERT_EQ(c->pools.size(), 1u);
+  EXPECT_EQ(c->pools[0].kind, PoolKind::kMixed);
+  EXPECT_EQ(c->pools[0].ranks(), 1);
+  EXPECT_EQ(c->pools[0].moe, MoeMode::kEp);
+  EXPECT_FALSE(c->moe.capacity_factor.has_value());
+  EXPECT_EQ(c->moe.drop_policy, kernels::DropPolicy::kOrder);
+  EXPECT_EQ(c->world_size(), 2);
+  EXPECT_EQ(c->comm.backend, comm::CommBackend::kAuto);
+}
+
+TEST(ClusterConfig, EveryKeyIsRead) {
+  auto c = parse_cluster_config(R"(
+version: 1
+model: {path: tiny-dense, load_format: dummy, dtype: bfloat16, dummy_seed: 7}
+runtime: {device: cuda, kv_block_size: 32, gpu_memory_utilization: 0.5, device_memory_gib: 40,
+          max_num_seqs: 8, max_num_batched_tokens: 512, max_model_len: 1000}
+cluster:
+  ranks_per_node: 4
+  comm_backend: nccl
+  all_to_all: hierarchical
+  timeout_s: 30
+  control_endpoint: "tcp://127.0.0.1:*"
+  heartbeat_interval_s: 0.5
+  heartbeat_miss_count: 5
+  intra_node: {alpha_us: 2, beta_gbps: 300}
+  inter_node: {alpha_us: 10, beta_gbps: 25}
+pools:
+  prefill: {instances: 2, tp: 2, pp: 2, dp: 1, moe: tp}
+  decode: {tp: 1, dp: 4}
+moe: {capacity_factor: 2, drop_policy: priority, priority: sum}
+)",
+                                "cluster.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->model.load_format, "dummy");
+  EXPECT_EQ(c->model.dtype, "bfloat16");
+  EXPECT_EQ(c->model.dummy_seed, 7u);
+  EXPECT_EQ(c->runtime.device, "cuda");
+  EXPECT_EQ(c->runtime.kv_block_size, 32);
+  EXPECT_DOUBLE_EQ(c->runtime.gpu_memory_utilization, 0.5);
+  EXPECT_DOUBLE_EQ(c->runtime.device_memory_gib, 40);
+  EXPECT_EQ(c->runtime.max_num_seqs, 8);
+  EXPECT_EQ(c->runtime.max_num_batched_tokens, 512);
+  EXPECT_EQ(c->runtime.max_model_len, 1000);
+  EXPECT_EQ(c->comm.ranks_per_node, 4);
+  EXPECT_EQ(c->comm.backend, comm::CommBackend::kNccl);
+  EXPECT_EQ(c->comm.all_to_all, comm::AllToAllAlgorithm::kHierarchical);
+  EXPECT_DOUBLE_EQ(c->comm.timeout_s, 30);
+  EXPECT_EQ(c->comm.control_endpoint, "tcp://127.0.0.1:*");
+  EXPECT_DOUBLE_EQ(c->comm.heartbeat_interval_s, 0.5);
+  EXPECT_EQ(c->comm.heartbeat_miss_count, 5);
+  EXPECT_DOUBLE_EQ(c->comm.intra_node.alpha_s, 2e-6);
+  EXPECT_DOUBLE_EQ(c->comm.intra_node.beta_bytes_per_s, 300e9);
+  EXPECT_DOUBLE_EQ(c->comm.inter_node.alpha_s, 10e-6);
+  EXPECT_DOUBLE_EQ(c->comm.inter_node.beta_bytes_per_s, 25e9);
+  ASSERT_EQ(c->pools.size(), 2u);
+  EXPECT_EQ(c->pools[0].kind, PoolKind::kPrefill);
+  EXPECT_EQ(c->pools[0].ranks(), 8);
+  EXPECT_EQ(c->pools[0].moe, MoeMode::kTp);
+  EXPECT_EQ(c->pools[1].kind, PoolKind::kDecode);
+  EXPECT_EQ(c->pools[1].ranks(), 4);
+  EXPECT_EQ(c->world_size(), 13);
+  EXPECT_DOUBLE_EQ(*c->moe.capacity_factor, 2.0);
+  EXPECT_EQ(c->moe.drop_policy, kernels::DropPolicy::kPrioritySum);
+}
+
+TEST(ClusterConfig, EnvironmentOverridesTheFile) {
+  ::setenv("SHARDWISE_RANKS_PER_NODE", "3", 1);
+  auto c = parse_cluster_config(
+      "model: {path: tiny-moe}\ncluster: {ranks_per_node: 2}\n"
+      "pools: {mixed: {}}\n",
+      "cluster.yaml");
+  ::unsetenv("SHARDWISE_RANKS_PER_NODE");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->comm.ranks_per_node, 3);
+}
+
+TEST(ClusterConfigErrors, UnknownKeyNamesPathAndExpectedKeys) {
+  EXPECT_EQ(error_of("model: {path: tiny-moe}\npools: {mixed: {tpp: 2}}\n"),
+            "cluster.yaml: key 'pools.mixed.tpp': unknown key (expected instances, tp, pp, dp, "
+            "moe)");
+  EXPECT_NE(error_of(std::string(kMinimal) + "runtme: {device: cpu}\n").find("key 'runtme'"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "cluster: {intra_node: {alpha: 1}}\n")
+                .find("key 'cluster.intra_node.alpha': unknown key (expected alpha_us, beta_gbps)"),
+            std::string::npos);
+}
+
+TEST(ClusterConfigErrors, WrongTypeQuotesTheValue) {
+  EXPECT_EQ(error_of("model: {path: tiny-moe}\npools:\n  prefill: {}\n  decode: {tp: two}\n"),
+            "cluster.yaml: key 'pools.decode.tp': expected a positive integer, got \"two\"");
+  EXPECT_NE(error_of("model: {path: tiny-moe}\npools: {mixed: {dp: 0}}\n")
+                .find("key 'pools.mixed.dp': expected a positive integer, got \"0\""),
+            std::string::npos);
+  EXPECT_NE(
+      error_of("model: {path: tiny-moe}\npools: {mixed: {pp: 1.5}}\n").find("'pools.mixed.pp'"),
+      std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "runtime: {gpu_memory_utilization: 1.5}\n")
+                .find("key 'runtime.gpu_memory_utilization': expected a number in (0, 1], got "
+                      "\"1.5\""),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "runtime: {kv_block_size: [16]}\n")
+                .find("key 'runtime.kv_block_size': expected a positive integer, got a list"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "moe: {capacity_factor: -1}\n")
+                .find("key 'moe.capacity_factor': expected a number > 0, or null for dropless"),
+            std::string::npos);
+  EXPECT_NE(error_of("model: {path: tiny-moe}\npools: {mixed: 4}\n")
+                .find("key 'pools.mixed': expected a mapping"),
+            std::string::npos);
+}
+
+TEST(ClusterConfigErrors, BadEnumValueListsTheChoices) {
+  EXPECT_EQ(error_of("model: {path: tiny-moe, dtype: fp8}\npools: {mixed: {}}\n"),
+            "cluster.yaml: key 'model.dtype': expected one of float32, bfloat16, float16, got "
+            "\"fp8\"");
+  EXPECT_NE(error_of(std::string(kMinimal) + "cluster: {all_to_all: ring}\n")
+                .find("key 'cluster.all_to_all': expected one of flat, hierarchical, auto"),
+            std::string::npos);
+  EXPECT_NE(error_of("model: {path: tiny-moe}\npools: {mixed: {moe: dp}}\n")
+                .find("key 'pools.mixed.moe': expected one of ep, tp, got \"dp\""),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "moe: {priority: sum}\n")
+                .find("key 'moe.priority': only meaningful with drop_policy: priority"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "cluster: {control_endpoint: \"http://x\"}\n")
+                .find("cluster.yaml: cluster.control_endpoint"),
+            std::string::npos);
+}
+
+TEST(ClusterConfigErrors, PoolsMustBeMixedOrPrefillAndDecode) {
+  const std::string both = error_of("model: {path: tiny-moe}\npools: {mixed: {}, prefill: {}}\n");
+  EXPECT_NE(both.find("cluster.yaml: key 'pools': give either 'mixed' alone or both 'prefill' "
+                      "and 'decode'"),
+            std::string::npos)
+      << both;
+  const std::string neither = error_of("model: {path: tiny-moe}\npools: {}\n");
+  EXPECT_NE(neither.find("cluster.yaml: key 'pools': no pool given"), std::string::npos) << neither;
+  const std::string half = error_of("model: {path: tiny-moe}\npools: {prefill: {}}\n");
+  EXPECT_NE(half.find("cluster.yaml: key 'pools.decode': missing"), std::string::npos) << half;
+  const std::string none = error_of("model: {path: tiny-moe}\n");
+  EXPECT_NE(none.find("cluster.yaml: key 'pools': required section missing"), std::string::npos)
+      << none;
+  const std::string no_model = error_of("pools: {mixed: {}}\n");
+  EXPECT_NE(no_model.find("cluster.yaml: key 'model'"), std::string::npos) << no_model;
+  const std::string no_path = error_of("model: {dtype: float32}\npools: {mixed: {}}\n");
+  EXPECT_NE(no_path.find("cluster.yaml: key 'model.path': required"), std::string::npos) << no_path;
+}
+
+TEST(ClusterConfigErrors, BadYamlGivesLineAndColumn) {
+  const std::string msg = error_of("model: {path: tiny-moe}\npools:\n  mixed: {tp: 2\n");
+  EXPECT_NE(msg.find("cluster.yaml: YAML syntax error at line "), std::string::npos) << msg;
+  EXPECT_NE(msg.find(", column "), std::string::npos) << msg;
+  const std::string tabs = error_of("model:\n\tpath: x\n");
+  EXPECT_NE(tabs.find("cluster.yaml: YAML syntax error at line 2"), std::string::npos) << tabs;
+  EXPECT_NE(error_of("").find("cluster.yaml: empty cluster file"), std::string::npos);
+  EXPECT_NE(error_of("- a\n- b\n").find("cluster.yaml: the document: expected a mapping"),
+            std::string::npos);
+}
+
+TEST(ClusterConfigErrors, MissingFileNamesIt) {
+  auto c = load_cluster_config("/nonexistent/cluster.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("/nonexistent/cluster.yaml"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sw::parallel
