@@ -24,6 +24,7 @@ struct DistributedForwardOptions {
   int prev_stage_rank = -1;                   // world rank of the same (dp, tp) on stage - 1
   int next_stage_rank = -1;                   // ... on stage + 1
   int dp = 1;
+  int pp = 1;
   MoeMode moe_mode = MoeMode::kEp;
   int num_experts = 0;  // of the model (0: dense)
   comm::AllToAllAlgorithm all_to_all = comm::AllToAllAlgorithm::kAuto;
@@ -42,6 +43,7 @@ class DistributedForward final : public ForwardParallelism {
   Status gather_logits(const Tensor& local, Tensor& full) override;
   Status recv_from_prev_stage(Tensor& hidden, Tensor& residual) override;
   Status send_to_next_stage(const Tensor& hidden, const Tensor& residual) override;
+  int num_microbatches() const override { return o_.pp; }
   bool moe_spans_dp_groups() const override {
     return o_.num_experts > 0 && o_.moe_mode == MoeMode::kEp && o_.dp > 1;
   }

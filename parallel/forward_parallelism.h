@@ -31,6 +31,10 @@ class ForwardParallelism {
   // True when MoE layers hold collectives across dp groups (EP over dp > 1): the forward then
   // runs them even when this rank's dp group has no tokens in a step.
   virtual bool moe_spans_dp_groups() const = 0;
+  // Micro-batches per step: with pipeline stages, a step is split so that stage s works on
+  // micro-batch m + 1 while stage s + 1 works on m. Every rank of an instance uses the same
+  // count (EP collectives pair up micro-batch by micro-batch across dp groups).
+  virtual int num_microbatches() const = 0;
 };
 
 }  // namespace sw::parallel

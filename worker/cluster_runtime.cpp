@@ -114,6 +114,7 @@ Result<WorkerEngine> build_worker_engine(ClusterRuntime& rt, int64_t num_kv_bloc
   o.tp_group = rt.tp_group.get();
   o.stage_group = rt.stage_group.get();
   o.dp = pool.dp;
+  o.pp = pool.pp;
   o.moe_mode = pool.moe;
   o.num_experts = rt.model.num_experts;
   o.all_to_all = cfg.comm.all_to_all;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numbers>
 #include <set>
 
@@ -136,6 +137,61 @@ Result<StepResult> ModelRunner::step(const std::vector<SequenceInput>& batch) {
 }
 
 Result<StepResult> ModelRunner::execute(const StepMetadata& meta) {
+  const int M = par_ ? par_->num_microbatches() : 1;
+  if (M <= 1) return execute_microbatch(meta);
+  // Contiguous runs of sequences with about T / M tokens each (some may be empty). Only the
+  // metadata decides the split, so every rank of the dp group makes the same one.
+  int64_t total = 0;
+  for (const auto& s : meta.seqs) total += static_cast<int64_t>(s.tokens.size());
+  std::vector<StepMetadata> parts(static_cast<size_t>(M));
+  std::vector<std::vector<size_t>> index(static_cast<size_t>(M));
+  int64_t seen = 0;
+  for (size_t i = 0; i < meta.seqs.size(); ++i) {
+    const int m = total == 0 ? 0 : static_cast<int>(std::min<int64_t>(M - 1, seen * M / total));
+    seen += static_cast<int64_t>(meta.seqs[i].tokens.size());
+    parts[m].seqs.push_back(meta.seqs[i]);
+    index[m].push_back(i);
+  }
+  parts[0].copies = meta.copies;
+  StepResult merged;
+  merged.sampled.assign(meta.seqs.size(), -1);
+  merged.logits_row.assign(meta.seqs.size(), -1);
+  std::vector<Tensor> logits;
+  int64_t rows = 0;
+  for (int m = 0; m < M; ++m) {
+    SW_ASSIGN_OR_RETURN(StepResult r, execute_microbatch(parts[m]));
+    for (size_t j = 0; j < index[m].size(); ++j) {
+      if (j < r.sampled.size()) merged.sampled[index[m][j]] = r.sampled[j];
+      if (j < r.logits_row.size() && r.logits_row[j] >= 0)
+        merged.logits_row[index[m][j]] = rows + r.logits_row[j];
+    }
+    if (r.logits.defined() && r.logits.numel() > 0) {
+      rows += r.logits.dim(0);
+      logits.push_back(r.logits);
+    }
+    for (size_t l = 0; l < r.moe_metrics.size(); ++l) {
+      if (merged.moe_metrics.size() <= l) merged.moe_metrics.emplace_back();
+      auto& acc = merged.moe_metrics[l];
+      acc.tokens_per_expert.resize(r.moe_metrics[l].tokens_per_expert.size(), 0);
+      for (size_t e = 0; e < acc.tokens_per_expert.size(); ++e)
+        acc.tokens_per_expert[e] += r.moe_metrics[l].tokens_per_expert[e];
+      acc.num_assignments += r.moe_metrics[l].num_assignments;
+      acc.num_dropped += r.moe_metrics[l].num_dropped;
+    }
+  }
+  if (!logits.empty()) {
+    const int64_t V = logits[0].dim(1);
+    merged.logits = Tensor::empty({rows, V}, DType::kF32);
+    int64_t at = 0;
+    for (const Tensor& t : logits) {
+      std::memcpy(merged.logits.data_as<float>() + at * V, t.data(), t.nbytes());
+      at += t.dim(0);
+    }
+  }
+  return merged;
+}
+
+Result<StepResult> ModelRunner::execute_microbatch(const StepMetadata& meta) {
   auto& b = backend_;
   const auto& c = config_;
   const ShardSpec& sh = weights_.shard;

@@ -107,6 +107,7 @@ class ModelRunner : public StepExecutor {
 
  private:
   struct Batch;  // device metadata of one step
+  Result<StepResult> execute_microbatch(const StepMetadata& meta);
   Status run_layer(int local_layer, const Batch& b, Tensor& hidden, Tensor& residual,
                    std::vector<moe::MoeLayerMetrics>* metrics);
   Status run_moe(const LayerWeights& w, const Tensor& x, Tensor& out,

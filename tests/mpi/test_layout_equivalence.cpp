@@ -28,7 +28,7 @@ struct Layout {
   int ranks_per_node = 0;
   int world() const { return 1 + tp * pp * dp; }
   std::string name() const {
-    std::string m = model;
+    std::string m = model.substr(model.find_last_of('/') + 1);
     for (char& c : m)
       if (c == '-' || c == '/' || c == '.') c = '_';
     return m + "_tp" + std::to_string(tp) + "_pp" + std::to_string(pp) + "_dp" +
@@ -55,7 +55,7 @@ Output run(const std::string& cmd) {
 }
 
 const std::string kPrompts = R"({"prompt_ids": [5]}
-{"prompt_ids": [11, 250, 3, 999, 42, 7, 100]}
+{"prompt_ids": [11, 250, 3, 99, 42, 7, 100]}
 {"prompt_ids": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]}
 )";
 constexpr int kNumPrompts = 3;
@@ -87,7 +87,7 @@ const Output& reference(const std::string& model) {
   fs::create_directories(dir);
   std::ofstream(dir / "prompts.jsonl") << kPrompts;
   Output o =
-      run(std::string(SHARDWISE_CLI) + " generate --model " + model + " --load-format dummy" +
+      run(std::string(SHARDWISE_CLI) + " generate --model " + model +
           common_args(dir / "prompts.jsonl") + " --dump-logits " + (dir / "logits.npy").string());
   o.text += "\n#dir " + dir.string();
   return cache.emplace(model, o).first->second;
@@ -105,7 +105,7 @@ TEST_P(LayoutTest, PartitionedLogitsEqualSingleProcess) {
   fs::create_directories(dir);
   std::ofstream(dir / "prompts.jsonl") << kPrompts;
   std::ofstream(dir / "cluster.yaml")
-      << "model: {path: " << l.model << ", load_format: dummy, dtype: float32}\n"
+      << "model: {path: \"" << l.model << "\", load_format: auto, dtype: float32}\n"
       << "runtime: {device: cpu, kv_block_size: 4, max_num_seqs: 4, "
          "max_num_batched_tokens: 9, max_model_len: 64}\n"
       << "cluster: {ranks_per_node: " << l.ranks_per_node << ", all_to_all: " << l.all_to_all
@@ -164,6 +164,7 @@ std::vector<Layout> layouts() {
             }
     return out;
   }
+  const std::string hf = std::string(SHARDWISE_FIXTURES_DIR) + "/hf/";
   return {
       {"tiny-moe", 2, 2, 1, "ep", "hierarchical", 2},  // TP + PP + EP across emulated nodes
       {"tiny-moe", 1, 3, 1, "ep", "flat", 0},          // pp 3 over 4 layers
@@ -171,6 +172,10 @@ std::vector<Layout> layouts() {
       {"tiny-moe", 4, 1, 1, "tp", "flat", 4},          // tp 4 > 2 KV heads; MoE split by tp
       {"tiny-moe", 1, 1, 2, "tp", "flat", 1},          // dp 2 with MoE tp
       {"tiny-dense", 2, 2, 2, "ep", "flat", 4},        // dense TP + PP + DP
+      // Real checkpoints (HF fixtures): 3 layers over pp 2, safetensors slices per rank.
+      {hf + "qwen3_moe", 2, 2, 1, "ep", "flat", 2},
+      {hf + "mixtral", 2, 1, 2, "ep", "hierarchical", 2},
+      {hf + "llama", 2, 3, 1, "ep", "flat", 0},
   };
 }
 
