@@ -250,9 +250,14 @@ Result<StepResult> ModelRunner::execute_microbatch(const StepMetadata& meta) {
   if (T == 0) {
     // This dp group has nothing to do, but EP collectives span every dp group of the stage.
     if (par_ && par_->moe_spans_dp_groups()) {
+      // Metrics add a collective too: every rank of the stage must take part alike.
       Tensor x = b.alloc({0, H}, dtype_), out = b.alloc({0, H}, dtype_);
-      for (const LayerWeights& w : weights_.layers)
-        if (w.moe) SW_RETURN_IF_ERROR(run_moe(w, x, out, nullptr));
+      for (const LayerWeights& w : weights_.layers) {
+        if (!w.moe) continue;
+        moe::MoeLayerMetrics m;
+        SW_RETURN_IF_ERROR(run_moe(w, x, out, collect_moe_metrics_ ? &m : nullptr));
+        if (collect_moe_metrics_) result.moe_metrics.push_back(std::move(m));
+      }
     }
     return result;
   }

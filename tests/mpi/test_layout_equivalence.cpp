@@ -37,6 +37,8 @@ struct Layout {
   }
 };
 
+void PrintTo(const Layout& l, std::ostream* os) { *os << l.name(); }
+
 struct Output {
   int exit_code = -1;
   std::string text;
@@ -177,6 +179,49 @@ std::vector<Layout> layouts() {
       {hf + "mixtral", 2, 1, 2, "ep", "hierarchical", 2},
       {hf + "llama", 2, 3, 1, "ep", "flat", 0},
   };
+}
+
+// Capacity-limited EP across dp groups with --verbose: the run succeeds (dp groups with no
+// tokens in a step still take part in every collective) and the per-layer metrics add up.
+TEST(PartitionedMoe, CapacityDropsAndVerboseMetrics) {
+  fs::path dir = work_dir() / "capacity";
+  fs::create_directories(dir);
+  std::ofstream(dir / "prompts.jsonl") << kPrompts;
+  std::ofstream(dir / "cluster.yaml")
+      << "model: {path: tiny-moe, load_format: dummy}\n"
+      << "runtime: {kv_block_size: 4, max_num_seqs: 4, max_num_batched_tokens: 9, max_model_len: "
+         "64}\n"
+      << "cluster: {ranks_per_node: 3, all_to_all: hierarchical, timeout_s: 120, control_endpoint: "
+         "\"tcp://127.0.0.1:*\"}\n"
+      << "pools: {mixed: {tp: 2, dp: 2, moe: ep}}\n"
+      << "moe: {capacity_factor: 0.5, drop_policy: priority, priority: max}\n";
+  const std::string cmd = std::string(SHARDWISE_MPIEXEC) +
+                          " --allow-run-as-root --oversubscribe -np 5 " + SHARDWISE_CLI +
+                          " generate --config " + (dir / "cluster.yaml").string() +
+                          common_args(dir / "prompts.jsonl") + " --verbose";
+  Output got = run(cmd);
+  ASSERT_EQ(got.exit_code, 0) << cmd << "\n" << got.text;
+  EXPECT_EQ(json_lines(got.text).size(), static_cast<size_t>(kNumPrompts));
+  // 27 prompt tokens + 3 x 4 decode tokens, top-2 routing.
+  const int64_t assignments = (27 + 12) * 2;
+  int layers = 0;
+  int64_t total_dropped = 0;
+  std::istringstream in(got.text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("moe layer ", 0) != 0) continue;
+    ++layers;
+    const auto open = line.find('['), close = line.find(']');
+    std::istringstream counts(line.substr(open + 1, close - open - 1));
+    int64_t kept = 0;
+    for (int64_t n; counts >> n;) kept += n;
+    int64_t dropped = 0, of = 0;
+    ASSERT_EQ(std::sscanf(line.c_str() + close, "], dropped %ld of %ld", &dropped, &of), 2) << line;
+    EXPECT_EQ(of, assignments) << line;
+    EXPECT_EQ(kept + dropped, of) << line;
+    total_dropped += dropped;
+  }
+  EXPECT_EQ(layers, 4) << got.text;
+  EXPECT_GT(total_dropped, 0) << "capacity factor 0.5 must drop assignments";
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, LayoutTest, ::testing::ValuesIn(layouts()),
