@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "common/dtype.h"  // SW_HOST_DEVICE
+#include "common/dtype_convert.h"  // SW_HOST_DEVICE (fmt-free: .cu files include this header)
 
 namespace sw {
 
