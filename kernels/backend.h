@@ -173,6 +173,33 @@ class Backend {
 
   // Element-wise dtype conversion on the device (same numel).
   virtual Status convert(const Tensor& src, Tensor& dst) = 0;
+
+  // ---- CUDA graphs (optional; defaults: unsupported, so callers run eagerly) -------------
+  // Between begin_graph_capture() and end_graph_capture(key) ops are recorded, not run; a
+  // later replay_graph(key) runs them again on the same device pointers. So every input
+  // that changes between replays must live in a persistent device buffer that the caller
+  // rewrites (copy from the host) BEFORE replay; copies from or to the host, and ops that
+  // must read device data on the host (grouped_gemm's expert offsets), fail while capturing.
+  // Memory allocated or freed while capturing stays reserved until clear_graphs().
+  virtual bool supports_graphs() const { return false; }
+  virtual Status begin_graph_capture() {
+    return unimplemented("{} backend: CUDA graph capture is not supported", name());
+  }
+  // Ends the capture (also after a failed op, to leave capture mode) and keeps the graph
+  // under `key`, replacing any graph with that key.
+  virtual Status end_graph_capture(int64_t key) {
+    (void)key;
+    return unimplemented("{} backend: CUDA graph capture is not supported", name());
+  }
+  virtual Status replay_graph(int64_t key) {
+    (void)key;
+    return unimplemented("{} backend: CUDA graph replay is not supported", name());
+  }
+  virtual bool has_graph(int64_t key) const {
+    (void)key;
+    return false;
+  }
+  virtual void clear_graphs() {}
 };
 
 // The CPU backend (always available). `num_threads` <= 0: OpenBLAS/OpenMP default.

@@ -1,0 +1,24 @@
+// Element-wise dtype conversion with common/dtype_convert.h's rounding (bit-identical to the
+// CPU backend, NaN and float16 subnormals included). Grid-stride over n elements.
+#include "kernels/cuda/elementwise.cuh"
+
+namespace sw::kernels::cuda {
+namespace {
+
+__global__ void convert_kernel(ConvertParams p) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.n;
+       i += stride)
+    store_elem(p.dst, p.dst_type, i, load_elem(p.src, p.src_type, i));
+}
+
+}  // namespace
+
+cudaError_t launch_convert(const ConvertParams& p, cudaStream_t stream) {
+  if (p.n <= 0) return cudaSuccess;
+  const int64_t blocks = (p.n + 255) / 256;
+  convert_kernel<<<static_cast<unsigned>(blocks < 8192 ? blocks : 8192), 256, 0, stream>>>(p);
+  return SW_CUDA_LAUNCH_RESULT();
+}
+
+}  // namespace sw::kernels::cuda
