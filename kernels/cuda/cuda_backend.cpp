@@ -4,6 +4,8 @@
 // CachingDeviceAllocator; host->device copies go through a pinned staging ring so the caller
 // may reuse its host buffer at once; device->host copies are complete when copy() returns.
 // Add an op: a launcher in kernels/cuda/<op>.cuh/.cu, then validate + launch here.
+#include "kernels/cuda/cuda_backend.h"
+
 #include <algorithm>
 #include <cstring>
 #include <deque>
@@ -822,6 +824,7 @@ class CudaBackend final : public Backend {
   }
 
   cuda::AllocatorStats allocator_stats() const { return allocator_.stats(); }
+  cudaStream_t stream() const { return stream_; }
 
  private:
   struct GraphEntry {
@@ -854,6 +857,16 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
+
+cudaStream_t cuda_stream_of(Backend& backend) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  return cuda ? cuda->stream() : nullptr;
+}
+
+cuda::AllocatorStats cuda_allocator_stats(Backend& backend) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  return cuda ? cuda->allocator_stats() : cuda::AllocatorStats{};
+}
 
 Result<std::unique_ptr<Backend>> make_cuda_backend(int device_ordinal) {
   const int count = cuda_device_count();
