@@ -1,6 +1,6 @@
-// CUDA device discovery, the only code of the CUDA backend so far (its ops are a later task).
-// Deliberately free of project headers: common/status.h pulls in fmt, which nvcc cannot
-// compile in C++20 mode (fmt 9's constexpr paths); host-side factories live in .cpp files.
+// CUDA device discovery (cuda_device_count, declared in kernels/backend.h). Deliberately free
+// of project headers: common/status.h pulls in fmt, which nvcc cannot compile in C++20 mode
+// (fmt 9's constexpr paths); the backend and its factory live in cuda_backend.cpp.
 
 #include <cuda_runtime.h>
 
