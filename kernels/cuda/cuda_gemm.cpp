@@ -53,6 +53,17 @@ Status GemmRunner::init(cudaStream_t stream, void* workspace, size_t workspace_b
 Result<GemmRunner::Plan*> GemmRunner::plan_for(const Key& key) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return &it->second;
+  // Prefill token counts vary without bound: keep the cache from growing forever (plans are
+  // cheap to rebuild; nothing refers to them between calls).
+  if (plans_.size() >= 4096) {
+    for (auto& [k, old] : plans_) {
+      cublasLtMatrixLayoutDestroy(old.a);
+      cublasLtMatrixLayoutDestroy(old.b);
+      cublasLtMatrixLayoutDestroy(old.c);
+      cublasLtMatmulDescDestroy(old.op);
+    }
+    plans_.clear();
+  }
   const auto [m, n, k, type_int, bias, accumulate, al_x, al_w, al_out, al_bias] = key;
   (void)accumulate;
   const cudaDataType_t t = data_type(static_cast<ElemType>(type_int));
