@@ -27,9 +27,10 @@ struct TestEngine {
 
 inline TestEngine make_engine(const model::ModelConfig& config, const model::WeightSource& source,
                               DType dtype = DType::kF32, int64_t num_blocks = 512,
-                              int block_size = 16) {
+                              int block_size = 16,
+                              std::unique_ptr<kernels::Backend> backend = nullptr) {
   TestEngine e;
-  e.backend = kernels::make_cpu_backend(0);
+  e.backend = backend ? std::move(backend) : kernels::make_cpu_backend(0);
   auto weights = worker::load_model_weights(config, source, *e.backend, dtype);
   EXPECT_TRUE(weights.ok()) << weights.status().to_string();
   e.runner = std::make_unique<worker::ModelRunner>(config, std::move(weights).value(), *e.backend,

@@ -53,6 +53,58 @@ TEST_P(HfFixtureTest, LogitsAndGreedyTokensMatchTransformers) {
   }
 }
 
+// The same fixtures on the CUDA backend: float32 gives the CPU's greedy tokens and logits;
+// bfloat16 gives logits within bfloat16 tolerance of the float32 reference. Skips without a GPU.
+TEST_P(HfFixtureTest, CudaMatchesCpu) {
+  if (kernels::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: cuda_device_count() == 0";
+  const std::string dir = std::string(SHARDWISE_FIXTURES_DIR) + "/hf/" + GetParam();
+  auto config = model::load_model_config(dir);
+  ASSERT_TRUE(config.ok()) << config.status().to_string();
+  auto source = model::open_weight_source(*config, dir, model::LoadFormat::kSafetensors);
+  ASSERT_TRUE(source.ok()) << source.status().to_string();
+  std::ifstream in(dir + "/reference.json");
+  nlohmann::json ref = nlohmann::json::parse(in);
+  std::vector<worker::GenerationRequest> requests;
+  for (const auto& c : ref["cases"]) {
+    worker::GenerationRequest r;
+    r.prompt_ids = c["prompt_ids"].get<std::vector<int32_t>>();
+    r.max_new_tokens = static_cast<int>(c["greedy_ids"].size());
+    r.ignore_eos = true;
+    r.return_logits = true;
+    requests.push_back(r);
+  }
+  auto run = [&](DType dtype, std::unique_ptr<kernels::Backend> backend) {
+    testing::TestEngine engine =
+        testing::make_engine(*config, **source, dtype, 512, 16, std::move(backend));
+    worker::Generator gen(*engine.runner, worker::SchedulerOptions{});
+    auto results = gen.generate(requests);
+    EXPECT_TRUE(results.ok()) << results.status().to_string();
+    return results.ok() ? std::move(results).value() : std::vector<worker::GenerationResult>{};
+  };
+  auto cpu = run(DType::kF32, nullptr);
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(std::string("cuda ") + dtype_name(dtype));
+    auto backend = kernels::make_cuda_backend(0);
+    ASSERT_TRUE(backend.ok()) << backend.status().to_string();
+    auto cuda = run(dtype, std::move(backend).value());
+    ASSERT_EQ(cuda.size(), cpu.size());
+    for (size_t i = 0; i < cpu.size(); ++i) {
+      if (dtype == DType::kF32) {
+        EXPECT_EQ(cuda[i].output_ids, cpu[i].output_ids) << "case " << i;
+      }
+      // bf16 may pick other tokens; compare the prompt positions, which do not depend on them.
+      const int64_t rows = dtype == DType::kF32
+                               ? cpu[i].logits.dim(0)
+                               : static_cast<int64_t>(requests[i].prompt_ids.size());
+      const int64_t V = cpu[i].logits.dim(1);
+      ASSERT_GE(cuda[i].logits.dim(0), rows);
+      double rel = testing::max_rel_diff(cuda[i].logits.data_as<float>(),
+                                         cpu[i].logits.data_as<float>(), rows * V);
+      EXPECT_LE(rel, dtype == DType::kF32 ? 1e-4 : 5e-2) << "case " << i;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, HfFixtureTest,
                          ::testing::Values("llama", "mixtral", "qwen3_moe"));
 
