@@ -125,8 +125,23 @@ std::string logits_path(const std::string& path, size_t index, size_t count) {
 
 Status emit_results(const GenerateArgs& a, const std::vector<worker::GenerationResult>& results,
                     const worker::GenerationStats& st) {
+  std::string first_error;
+  size_t num_errors = 0;
   for (size_t i = 0; i < results.size(); ++i) {
     const auto& r = results[i];
+    if (r.finish_reason == "error") {
+      if (a.json) {
+        std::cout << nlohmann::json{{"index", i},
+                                    {"prompt_ids", r.prompt_ids},
+                                    {"finish_reason", "error"},
+                                    {"error", r.error}}
+                         .dump()
+                  << "\n";
+      }
+      if (!a.json) std::cout << fmt::format("[{}] error: {}\n", i, r.error);
+      if (num_errors++ == 0) first_error = r.error;
+      continue;
+    }
     const double decode_ms = r.total_ms - r.ttft_ms;
     const double decode_tps = r.output_ids.size() > 1 && decode_ms > 0
                                   ? (r.output_ids.size() - 1) * 1000.0 / decode_ms
@@ -168,6 +183,9 @@ Status emit_results(const GenerateArgs& a, const std::vector<worker::GenerationR
           m.num_assignments ? 100.0 * m.num_dropped / m.num_assignments : 0.0, m.imbalance);
     }
   }
+  if (num_errors > 0)
+    return invalid_argument("{} of {} request(s) rejected; the first: {}", num_errors,
+                            results.size(), first_error);
   return Status();
 }
 
@@ -281,8 +299,9 @@ Status run_generate_cluster(const GenerateArgs& a, bool* fatal) {
                                                  rt.cluster.runtime.max_num_batched_tokens});
   auto results = gen.generate(requests);
   Status stop = executor->shutdown();
-  if (!results.ok()) return results.status();
   SW_RETURN_IF_ERROR(stop);
+  *fatal = false;  // every worker has been told to exit: nobody is left waiting
+  if (!results.ok()) return results.status();
   return emit_results(a, *results, gen.stats());
 }
 

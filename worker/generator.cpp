@@ -46,26 +46,33 @@ Result<std::vector<GenerationResult>> Generator::generate(
   int64_t min_blocks = pool(0).num_blocks();
   for (int g = 1; g < num_groups; ++g) min_blocks = std::min(min_blocks, pool(g).num_blocks());
   const int block_size = pool(0).block_size();
-  for (size_t i = 0; i < requests.size(); ++i) {
-    const auto& r = requests[i];
-    if (r.prompt_ids.empty()) return invalid_argument("request {}: empty prompt", i);
+  // A request that can never run is rejected with its reason; the others still run.
+  auto check = [&](const GenerationRequest& r) -> Status {
+    if (r.prompt_ids.empty()) return invalid_argument("empty prompt");
     if (r.max_new_tokens < 1)
-      return invalid_argument("request {}: max_new_tokens must be >= 1, got {}", i,
-                              r.max_new_tokens);
+      return invalid_argument("max_new_tokens must be >= 1, got {}", r.max_new_tokens);
     const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens;
     if (total > cfg.max_position_embeddings)
-      return invalid_argument(
-          "request {}: prompt ({}) + max_new_tokens ({}) exceeds the model's context of {}", i,
-          r.prompt_ids.size(), r.max_new_tokens, cfg.max_position_embeddings);
+      return invalid_argument("prompt ({}) + max_new_tokens ({}) exceeds the model's context of {}",
+                              r.prompt_ids.size(), r.max_new_tokens, cfg.max_position_embeddings);
     const int64_t blocks = (total + block_size - 1) / block_size;
     if (blocks > min_blocks)
-      return resource_exhausted(
-          "request {}: needs {} KV blocks for {} tokens but the cache has only {}", i, blocks,
-          total, min_blocks);
+      return resource_exhausted("needs {} KV blocks for {} tokens but the cache has only {}",
+                                blocks, total, min_blocks);
     for (int32_t t : r.prompt_ids)
       if (t < 0 || t >= cfg.vocab_size)
-        return invalid_argument("request {}: token id {} is outside the vocabulary [0, {})", i, t,
-                                cfg.vocab_size);
+        return invalid_argument("token id {} is outside the vocabulary [0, {})", t, cfg.vocab_size);
+    return Status();
+  };
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const auto& r = requests[i];
+    const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens;
+    if (Status st = check(r); !st.ok()) {
+      results[i].prompt_ids = r.prompt_ids;
+      results[i].finish_reason = "error";
+      results[i].error = fmt::format("request {}: {}", i, st.message());
+      continue;
+    }
     results[i].prompt_ids = r.prompt_ids;
     if (r.return_logits)
       results[i].logits = Tensor::empty({total - 1, cfg.vocab_size}, DType::kF32);

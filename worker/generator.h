@@ -26,7 +26,8 @@ struct GenerationRequest {
 struct GenerationResult {
   std::vector<int32_t> prompt_ids;
   std::vector<int32_t> output_ids;
-  std::string finish_reason;  // "length" | "stop"
+  std::string finish_reason;  // "length" | "stop" | "error"
+  std::string error;          // why the request was rejected (finish_reason "error")
   double ttft_ms = 0;         // from generate() start to the first token
   double total_ms = 0;        // from generate() start to the last token
   int num_preemptions = 0;
@@ -50,8 +51,9 @@ struct GenerationStats {
 class Generator {
  public:
   Generator(StepExecutor& executor, SchedulerOptions options);
-  // Runs every request to completion. A request that can never fit (prompt longer than the
-  // KV cache or the context) is an error naming the request index.
+  // Runs every request to completion. A request that can never run (empty prompt, token
+  // outside the vocabulary, longer than the context or the KV cache) gets finish_reason
+  // "error" and a message naming it; the others run as usual.
   Result<std::vector<GenerationResult>> generate(const std::vector<GenerationRequest>& requests);
   const GenerationStats& stats() const { return stats_; }
 

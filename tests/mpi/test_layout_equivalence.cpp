@@ -224,6 +224,31 @@ TEST(PartitionedMoe, CapacityDropsAndVerboseMetrics) {
   EXPECT_GT(total_dropped, 0) << "capacity factor 0.5 must drop assignments";
 }
 
+// A bad request under mpirun is rejected on its own: the other prompts are served, the
+// workers are shut down cleanly (no MPI_Abort) and the exit status says what was rejected.
+TEST(PartitionedMoe, BadRequestIsRejectedAndTheJobEndsCleanly) {
+  fs::path dir = work_dir() / "bad_request";
+  fs::create_directories(dir);
+  std::ofstream(dir / "prompts.jsonl")
+      << "{\"prompt_ids\": [1, 2, 3]}\n{\"prompt_ids\": [7, 4096]}\n";
+  std::ofstream(dir / "cluster.yaml")
+      << "model: {path: tiny-moe, load_format: dummy}\n"
+      << "runtime: {max_num_seqs: 4, max_model_len: 64}\n"
+      << "cluster: {timeout_s: 60, control_endpoint: \"tcp://127.0.0.1:*\"}\n"
+      << "pools: {mixed: {tp: 2, moe: ep}}\n";
+  Output got = run(std::string(SHARDWISE_MPIEXEC) + " --allow-run-as-root --oversubscribe -np 3 " +
+                   SHARDWISE_CLI + " generate --config " + (dir / "cluster.yaml").string() +
+                   common_args(dir / "prompts.jsonl"));
+  EXPECT_NE(got.exit_code, 0) << got.text;
+  auto lines = json_lines(got.text);
+  ASSERT_EQ(lines.size(), 2u) << got.text;
+  EXPECT_EQ(nlohmann::json::parse(lines[0])["output_ids"].size(), 5u);
+  EXPECT_EQ(nlohmann::json::parse(lines[1])["finish_reason"], "error");
+  EXPECT_NE(got.text.find("token id 4096 is outside the vocabulary"), std::string::npos)
+      << got.text;
+  EXPECT_EQ(got.text.find("MPI_ABORT"), std::string::npos) << got.text;
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, LayoutTest, ::testing::ValuesIn(layouts()),
                          [](const auto& info) { return info.param.name(); });
 

@@ -73,6 +73,27 @@ TEST(Cli, PromptsFileGivesOneJsonLinePerPrompt) {
   EXPECT_EQ(j2["output_ids"].size(), 3u);
 }
 
+TEST(Cli, BadRequestIsRejectedAndTheOthersAreServed) {
+  auto path = std::filesystem::path(::testing::TempDir()) / "mixed_prompts.jsonl";
+  std::ofstream(path)
+      << "{\"prompt_ids\": [1, 2]}\n{\"prompt_ids\": [1, 5000]}\n{\"prompt_ids\": [3]}\n";
+  CliRun r = run("generate --model tiny-dense --prompts " + path.string() +
+                 " --max-new-tokens 3 --ignore-eos --json");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  std::istringstream lines(r.out);
+  std::vector<nlohmann::json> js;
+  for (std::string l; std::getline(lines, l);)
+    if (!l.empty() && l[0] == '{') js.push_back(nlohmann::json::parse(l));
+  ASSERT_EQ(js.size(), 3u) << r.out;
+  EXPECT_EQ(js[0]["output_ids"].size(), 3u);
+  EXPECT_EQ(js[1]["finish_reason"], "error");
+  EXPECT_NE(
+      js[1]["error"].get<std::string>().find("request 1: token id 5000 is outside the vocabulary"),
+      std::string::npos);
+  EXPECT_EQ(js[2]["output_ids"].size(), 3u);
+  EXPECT_NE(r.out.find("1 of 3 request(s) rejected"), std::string::npos) << r.out;
+}
+
 TEST(Cli, DumpLogitsMatchesTransformers) {
   const std::string dir = std::string(SHARDWISE_FIXTURES_DIR) + "/hf/llama";
   std::ifstream in(dir + "/reference.json");

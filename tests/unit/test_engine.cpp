@@ -228,6 +228,37 @@ TEST(Engine, SeededSamplingIsReproducible) {
   EXPECT_NE(run(5), run(6));
 }
 
+TEST(Engine, InvalidRequestsAreRejectedAndTheRestRun) {
+  auto c = model::load_model_config("tiny-dense");
+  auto src = model::make_dummy_source(*c, 0);
+  worker::GenerationRequest good;
+  good.prompt_ids = {4, 5, 6};
+  good.max_new_tokens = 4;
+  good.ignore_eos = true;
+  auto bad_token = good, empty = good, too_long = good;
+  bad_token.prompt_ids = {4, -1};
+  empty.prompt_ids = {};
+  too_long.max_new_tokens = 5000;
+  auto alone = make_engine(*c, *src);
+  worker::Generator g1(*alone.runner, worker::SchedulerOptions{});
+  auto want = g1.generate({good});
+  auto mixed = make_engine(*c, *src);
+  worker::Generator g2(*mixed.runner, worker::SchedulerOptions{});
+  auto got = g2.generate({bad_token, good, empty, too_long});
+  ASSERT_TRUE(want.ok() && got.ok());
+  EXPECT_EQ((*got)[1].output_ids, (*want)[0].output_ids);
+  EXPECT_EQ((*got)[1].finish_reason, "length");
+  for (size_t i : {0u, 2u, 3u}) {
+    EXPECT_EQ((*got)[i].finish_reason, "error") << i;
+    EXPECT_TRUE((*got)[i].output_ids.empty()) << i;
+  }
+  EXPECT_NE((*got)[0].error.find("request 0: token id -1 is outside the vocabulary"),
+            std::string::npos);
+  EXPECT_NE((*got)[2].error.find("request 2: empty prompt"), std::string::npos);
+  EXPECT_NE((*got)[3].error.find("exceeds the model's context of 4096"), std::string::npos);
+  EXPECT_EQ(mixed.runner->kv_pool().num_free_blocks(), mixed.runner->kv_pool().num_blocks());
+}
+
 TEST(Engine, EmptyInputsAreSkipped) {
   auto c = model::load_model_config("tiny-dense");
   auto src = model::make_dummy_source(*c, 0);
