@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string_view>
 
 #include "moe/expert_dispatcher.h"
 
@@ -31,8 +32,15 @@ Result<std::unique_ptr<DistributedForward>> DistributedForward::create(
   return f;
 }
 
+// Device kernels run asynchronously on the backend's stream; a transport must not read a
+// buffer before they are done (MPI staging and NCCL use their own streams).
+Status DistributedForward::sync_device() {
+  return backend_.device() == Device::kCpu ? Status() : backend_.synchronize();
+}
+
 Status DistributedForward::tp_all_reduce(Tensor& x) {
   if (tp_size() == 1 || x.numel() == 0) return Status();
+  SW_RETURN_IF_ERROR(sync_device());
   return o_.tp_group->all_reduce(x.data(), x.data(), x.numel(), x.dtype());
 }
 
@@ -62,6 +70,7 @@ Status DistributedForward::moe_ffn(const Tensor& x, const Tensor& router_w, cons
                                              mine, metrics));
   if (share == 0) return Status();
   Tensor gathered = backend_.alloc({share * tp, H}, x.dtype());
+  SW_RETURN_IF_ERROR(sync_device());
   SW_RETURN_IF_ERROR(o_.tp_group->all_gather(padded.data(), gathered.data(), share * H, x.dtype()));
   return backend_.copy(gathered.rows(0, T), out);
 }
@@ -82,8 +91,20 @@ Status DistributedForward::gather_logits(const Tensor& local, Tensor& full) {
                 static_cast<const char*>(host_local.data()) + n * mine * es,
                 static_cast<size_t>(mine) * es);
   Tensor gathered = Tensor::empty({tp * N, width}, local.dtype());
-  SW_RETURN_IF_ERROR(
-      o_.tp_group->all_gather(padded.data(), gathered.data(), N * width, local.dtype()));
+  if (std::string_view(o_.tp_group->transport()) == "nccl") {
+    // NCCL takes device buffers only: gather there, reassemble on the host.
+    Tensor dev_padded = backend_.alloc(padded.shape(), padded.dtype());
+    Tensor dev_gathered = backend_.alloc(gathered.shape(), gathered.dtype());
+    SW_RETURN_IF_ERROR(backend_.copy(padded, dev_padded));
+    SW_RETURN_IF_ERROR(sync_device());
+    SW_RETURN_IF_ERROR(
+        o_.tp_group->all_gather(dev_padded.data(), dev_gathered.data(), N * width, local.dtype()));
+    SW_RETURN_IF_ERROR(backend_.copy(dev_gathered, gathered));
+    SW_RETURN_IF_ERROR(backend_.synchronize());
+  } else {
+    SW_RETURN_IF_ERROR(
+        o_.tp_group->all_gather(padded.data(), gathered.data(), N * width, local.dtype()));
+  }
   Tensor host_full = Tensor::empty({N, V}, local.dtype());
   for (int r = 0; r < tp; ++r) {
     const int64_t cols = std::clamp<int64_t>(V - r * width, 0, width);

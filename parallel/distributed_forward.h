@@ -50,6 +50,7 @@ class DistributedForward final : public ForwardParallelism {
 
  private:
   DistributedForward(kernels::Backend& backend, const DistributedForwardOptions& o);
+  Status sync_device();
   int tp_size() const { return o_.tp_group ? o_.tp_group->size() : 1; }
   kernels::Backend& backend_;
   DistributedForwardOptions o_;

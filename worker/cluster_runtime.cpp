@@ -1,6 +1,7 @@
 // Cluster start-up and the worker's command loop.
 #include "worker/cluster_runtime.h"
 
+#include <mpi.h>
 #include <spdlog/spdlog.h>
 
 #include <fstream>
@@ -8,6 +9,9 @@
 
 #include "comm/control/control_channel.h"
 #include "comm/mpi/mpi_comm.h"
+#if SHARDWISE_COMM_HAVE_NCCL
+#include "comm/nccl/nccl_comm.h"
+#endif
 #include "model/weight_source.h"
 #include "parallel/distributed_forward.h"
 #include "parallel/partitioner.h"
@@ -61,6 +65,44 @@ ShardSpec shard_of(const parallel::RankPlan& rp) {
   return s;
 }
 
+// Picks the transport of the data-plane groups from cluster.comm_backend and this host's
+// GPUs (comm::choose_backend), and the GPU of this rank. Ranks on one host (real hosts,
+// not emulated nodes) take GPUs round robin; NCCL needs one GPU per rank.
+Status choose_transport(ClusterRuntime& rt) {
+  MPI_Comm host;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host);
+  int local_rank = 0, local_size = 1;
+  MPI_Comm_rank(host, &local_rank);
+  MPI_Comm_size(host, &local_size);
+  MPI_Comm_free(&host);
+  comm::BackendFacts facts;
+  facts.nccl_compiled = SHARDWISE_COMM_HAVE_NCCL;
+  facts.device_buffers = rt.cluster.runtime.device == "cuda";
+  facts.num_gpus = facts.device_buffers ? kernels::cuda_device_count() : 0;
+  facts.max_ranks_per_gpu =
+      facts.num_gpus > 0 ? (local_size + facts.num_gpus - 1) / facts.num_gpus : local_size;
+  rt.device_ordinal = facts.num_gpus > 0 ? local_rank % facts.num_gpus : 0;
+  auto choice = comm::choose_backend(rt.cluster.comm.backend, facts);
+  if (!choice.ok()) return choice.status().with_context(rt.cluster.source);
+  rt.transport = *choice;
+  if (rt.rank() == 0)
+    spdlog::info("data-plane transport: {} ({})", comm::comm_backend_name(rt.transport.backend),
+                 rt.transport.reason);
+  if (rt.transport.backend != comm::CommBackend::kNccl || rt.rank_plan().coord.coordinator)
+    return Status();
+#if SHARDWISE_COMM_HAVE_NCCL
+  SW_ASSIGN_OR_RETURN(
+      auto stage, comm::NcclComm::create(std::move(rt.stage_group), rt.device_ordinal, nullptr));
+  rt.stage_group = std::move(stage);
+  SW_ASSIGN_OR_RETURN(auto tp,
+                      comm::NcclComm::create(std::move(rt.tp_group), rt.device_ordinal, nullptr));
+  rt.tp_group = std::move(tp);
+  return Status();
+#else
+  return internal_error("NCCL chosen in a build without NCCL");
+#endif
+}
+
 Result<ClusterRuntime> start_cluster(const std::string& config_path) {
   ClusterRuntime rt;
   comm::CommOptions boot;
@@ -89,6 +131,7 @@ Result<ClusterRuntime> start_cluster(const std::string& config_path) {
   }
   SW_ASSIGN_OR_RETURN(rt.stage_group, rt.world->split(stage_color, key));
   SW_ASSIGN_OR_RETURN(rt.tp_group, rt.world->split(tp_color, me.tp));
+  SW_RETURN_IF_ERROR(choose_transport(rt));
   return rt;
 }
 
@@ -98,7 +141,7 @@ Result<WorkerEngine> build_worker_engine(ClusterRuntime& rt, int64_t num_kv_bloc
   const parallel::PoolSpec& pool = rt.plan.pools[rp.coord.pool];
   const auto& cfg = rt.cluster;
   if (cfg.runtime.device == "cuda") {
-    SW_ASSIGN_OR_RETURN(e.backend, kernels::make_cuda_backend(0));
+    SW_ASSIGN_OR_RETURN(e.backend, kernels::make_cuda_backend(rt.device_ordinal));
   } else {
     e.backend = kernels::make_cpu_backend(0);
   }

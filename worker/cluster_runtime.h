@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "comm/backend_policy.h"
 #include "comm/communicator.h"
 #include "common/status.h"
 #include "model/model_config.h"
@@ -24,6 +25,8 @@ struct ClusterRuntime {
   std::unique_ptr<comm::Communicator>
       stage_group;                               // workers only: the S = tp * dp ranks of its stage
   std::unique_ptr<comm::Communicator> tp_group;  // workers only: its tp group
+  comm::BackendChoice transport;  // of the tp and stage groups (cluster.comm_backend)
+  int device_ordinal = 0;         // the GPU this rank uses (runtime.device: cuda)
   int rank() const { return world->rank(); }
   const parallel::RankPlan& rank_plan() const { return plan.rank(rank()); }
 };
