@@ -90,81 +90,108 @@ Result<std::vector<GenerationResult>> Generator::generate(
            cfg.eos_token_ids.end();
   };
 
+  // Preempts running[i]: frees its blocks and puts it back at the front of the queue, to be
+  // recomputed from its prompt and the tokens generated so far (vLLM's recompute policy).
+  auto preempt = [&](size_t i) -> Status {
+    SeqState victim = std::move(running[i]);
+    running.erase(running.begin() + static_cast<int64_t>(i));
+    SW_RETURN_IF_ERROR(runner_.free_sequence(victim.seq_id, victim.group));
+    spdlog::debug("preempting request {}: KV group {} is full, it will be recomputed", victim.index,
+                  victim.group);
+    victim.num_cached = 0;
+    victim.group = -1;
+    victim.seq_id = next_seq_id++;
+    ++results[victim.index].num_preemptions;
+    ++stats_.num_preemptions;
+    waiting.push_front(std::move(victim));
+    return Status();
+  };
+
   while (!waiting.empty() || !running.empty()) {
-    // ---- Decode for every running sequence; in a group short of blocks, preempt its newest --
-    // `running` holds only sequences whose prompt is fully cached (they decode one token).
+    // `running` holds every admitted sequence in admission order (newest last): decoders
+    // (prompt cached, one token per step) and prefills still being chunked.
+    auto is_decoding = [](const SeqState& s) {
+      return s.num_cached == static_cast<int64_t>(s.tokens.size()) - 1;
+    };
+    // ---- Decoders first; in a group short of blocks, preempt its newest sequence ----------
     std::vector<int64_t> free_blocks(static_cast<size_t>(num_groups));
-    for (bool preempted = true; preempted;) {
-      preempted = false;
+    for (bool again = true; again;) {
+      again = false;
       std::vector<int64_t> need(static_cast<size_t>(num_groups), 0);
-      for (const auto& s : running) need[s.group] += pool(s.group).blocks_needed(s.seq_id, 1);
-      for (int g = 0; g < num_groups && !preempted; ++g) {
+      for (const auto& s : running)
+        if (is_decoding(s)) need[s.group] += pool(s.group).blocks_needed(s.seq_id, 1);
+      for (int g = 0; g < num_groups && !again; ++g) {
         free_blocks[g] = pool(g).num_free_blocks() - need[g];
         if (free_blocks[g] >= 0) continue;
-        auto victim_it = std::find_if(running.rbegin(), running.rend(),
-                                      [&](const SeqState& s) { return s.group == g; });
-        SeqState victim = std::move(*victim_it);
-        running.erase(std::next(victim_it).base());
-        SW_RETURN_IF_ERROR(runner_.free_sequence(victim.seq_id, g));
-        spdlog::debug("preempting request {}: KV group {} is full, it will be recomputed",
-                      victim.index, g);
-        victim.num_cached = 0;
-        victim.group = -1;
-        victim.seq_id = next_seq_id++;
-        ++results[victim.index].num_preemptions;
-        ++stats_.num_preemptions;
-        waiting.push_front(std::move(victim));
-        preempted = true;
+        for (size_t i = running.size(); i-- > 0;)
+          if (running[i].group == g) {
+            SW_RETURN_IF_ERROR(preempt(i));
+            break;
+          }
+        again = true;
       }
     }
-    int64_t budget = options_.max_num_batched_tokens - static_cast<int64_t>(running.size());
-
-    // ---- Admit waiting prompts (chunked prefill) while budget, seats and blocks allow ----
-    std::vector<SeqState> prefill;
-    std::vector<int64_t> chunk_len;
-    while (!waiting.empty() && budget > 0 &&
-           static_cast<int>(running.size() + prefill.size()) < options_.max_num_seqs) {
-      SeqState& s = waiting.front();
-      // A new sequence goes to the group with the most free blocks (partial prefills stay).
-      const int g =
-          s.group >= 0 ? s.group
-                       : static_cast<int>(std::max_element(free_blocks.begin(), free_blocks.end()) -
-                                          free_blocks.begin());
+    std::vector<int64_t> chunk_len(running.size(), 0);
+    int64_t budget = options_.max_num_batched_tokens;
+    for (size_t i = 0; i < running.size(); ++i)
+      if (is_decoding(running[i])) {
+        chunk_len[i] = 1;
+        --budget;
+      }
+    // ---- Prefill chunks: sequences already admitted first, then the queue ----------------
+    auto take_chunk = [&](SeqState& s, int g) -> int64_t {
       const int64_t remaining = static_cast<int64_t>(s.tokens.size()) - s.num_cached;
       const int64_t chunk = std::min(remaining, budget);
+      if (chunk <= 0) return 0;
       const int64_t need = pool(g).blocks_needed(s.seq_id, chunk);
-      if (need > free_blocks[g]) break;
+      if (need > free_blocks[g]) return 0;
       free_blocks[g] -= need;
       budget -= chunk;
+      return chunk;
+    };
+    for (size_t i = 0; i < running.size(); ++i)
+      if (!is_decoding(running[i])) chunk_len[i] = take_chunk(running[i], running[i].group);
+    while (!waiting.empty() && budget > 0 &&
+           static_cast<int>(running.size()) < options_.max_num_seqs) {
+      SeqState& s = waiting.front();
+      // A new (or preempted) sequence goes to the group with the most free blocks.
+      const int g = static_cast<int>(std::max_element(free_blocks.begin(), free_blocks.end()) -
+                                     free_blocks.begin());
+      const int64_t chunk = take_chunk(s, g);
+      if (chunk == 0) break;
       s.group = g;
-      chunk_len.push_back(chunk);
-      prefill.push_back(std::move(s));
+      running.push_back(std::move(s));
       waiting.pop_front();
+      chunk_len.push_back(chunk);
     }
-    if (running.empty() && prefill.empty())
-      return internal_error("scheduler made no progress: {} waiting, {} KV group(s) full",
-                            waiting.size(), num_groups);
+    if (std::all_of(chunk_len.begin(), chunk_len.end(), [](int64_t n) { return n == 0; })) {
+      // Admitted prefills hold blocks the others need: give way, newest first.
+      if (running.empty())
+        return internal_error("scheduler made no progress: {} waiting, {} KV group(s) full",
+                              waiting.size(), num_groups);
+      SW_RETURN_IF_ERROR(preempt(running.size() - 1));
+      continue;
+    }
 
-    const size_t num_decode = running.size();
-    for (auto& s : prefill) running.push_back(std::move(s));
     std::vector<SequenceInput> batch;
-    batch.reserve(running.size());
+    std::vector<size_t> in_batch;  // batch entry -> index in running
     for (size_t i = 0; i < running.size(); ++i) {
+      if (chunk_len[i] == 0) continue;
       SeqState& s = running[i];
       const auto& req = requests[s.index];
       SequenceInput in;
       in.seq_id = s.seq_id;
       in.kv_group = s.group;
-      const int64_t len = i < num_decode ? 1 : chunk_len[i - num_decode];
       const int64_t begin = s.num_cached;
-      in.tokens.assign(s.tokens.begin() + begin, s.tokens.begin() + begin + len);
+      in.tokens.assign(s.tokens.begin() + begin, s.tokens.begin() + begin + chunk_len[i]);
       in.sample =
-          begin + len == static_cast<int64_t>(s.tokens.size());  // last prompt chunk or decode
+          begin + chunk_len[i] == static_cast<int64_t>(s.tokens.size());  // last chunk or decode
       in.sampling = req.sampling;
       in.sampling.offset =
           static_cast<uint64_t>(s.tokens.size() - static_cast<size_t>(s.num_prompt));
       in.keep_logits = req.return_logits;
       batch.push_back(std::move(in));
+      in_batch.push_back(i);
     }
     SW_ASSIGN_OR_RETURN(StepResult out, runner_.step(batch));
     ++stats_.num_steps;
@@ -180,29 +207,26 @@ Result<std::vector<GenerationResult>> Generator::generate(
     }
 
     // ---- Commit: cache counts, logits, sampled tokens, finished sequences ------------------
-    std::vector<SeqState> still, partial;
-    for (size_t i = 0; i < running.size(); ++i) {
-      SeqState& s = running[i];
+    std::vector<char> finished(running.size(), 0);
+    for (size_t b = 0; b < batch.size(); ++b) {
+      SeqState& s = running[in_batch[b]];
       const auto& req = requests[s.index];
       auto& res = results[s.index];
       const int64_t begin = s.num_cached;
-      s.num_cached += static_cast<int64_t>(batch[i].tokens.size());
-      if (req.return_logits && out.logits_row[i] >= 0) {
+      s.num_cached += static_cast<int64_t>(batch[b].tokens.size());
+      if (req.return_logits && out.logits_row[b] >= 0) {
         const int64_t V = cfg.vocab_size;
-        for (size_t j = 0; j < batch[i].tokens.size(); ++j) {
+        for (size_t j = 0; j < batch[b].tokens.size(); ++j) {
           const int64_t pos = begin + static_cast<int64_t>(j);
           if (pos >= res.logits.dim(0)) break;  // logits after the last token are not reported
           std::memcpy(
               res.logits.data_as<float>() + pos * V,
-              out.logits.data_as<float>() + (out.logits_row[i] + static_cast<int64_t>(j)) * V,
+              out.logits.data_as<float>() + (out.logits_row[b] + static_cast<int64_t>(j)) * V,
               static_cast<size_t>(V) * sizeof(float));
         }
       }
-      if (!batch[i].sample) {  // prompt not fully cached yet: next chunk in a later step
-        partial.push_back(std::move(s));
-        continue;
-      }
-      const int32_t tok = out.sampled[i];
+      if (!batch[b].sample) continue;  // prompt not fully cached yet: next chunk in a later step
+      const int32_t tok = out.sampled[b];
       s.tokens.push_back(tok);
       res.output_ids.push_back(tok);
       ++stats_.generated_tokens;
@@ -214,12 +238,13 @@ Result<std::vector<GenerationResult>> Generator::generate(
         if (req.return_logits)
           res.logits = res.logits.rows(0, static_cast<int64_t>(s.tokens.size()) - 1);
         SW_RETURN_IF_ERROR(runner_.free_sequence(s.seq_id, s.group));
-      } else {
-        still.push_back(std::move(s));
+        finished[in_batch[b]] = 1;
       }
     }
+    std::vector<SeqState> still;
+    for (size_t i = 0; i < running.size(); ++i)
+      if (!finished[i]) still.push_back(std::move(running[i]));
     running = std::move(still);
-    for (auto it = partial.rbegin(); it != partial.rend(); ++it) waiting.push_front(std::move(*it));
   }
   for (auto& m : stats_.moe_layers) {
     int64_t kept = 0, max_load = 0;

@@ -145,6 +145,30 @@ INSTANTIATE_TEST_SUITE_P(Families, FamilyTest, ::testing::Range(0, 6), [](const 
          std::to_string(info.param);
 });
 
+// A prompt chunked over several steps holds blocks while a decoder grows: the scheduler must
+// preempt (the newest first) instead of stalling, and still give the unconstrained tokens.
+TEST(Engine, PartialPrefillHoldingBlocksDoesNotStall) {
+  auto c = model::load_model_config("tiny-dense");
+  auto src = model::make_dummy_source(*c, 5);
+  worker::GenerationRequest a, b;
+  a.prompt_ids = seeded_tokens(40, static_cast<int>(c->vocab_size), 31);
+  a.max_new_tokens = 80;
+  b.prompt_ids = seeded_tokens(100, static_cast<int>(c->vocab_size), 32);
+  b.max_new_tokens = 10;
+  a.ignore_eos = b.ignore_eos = true;
+  auto big = make_engine(*c, *src, DType::kF32, 64, 16);
+  worker::Generator g1(*big.runner, worker::SchedulerOptions{});
+  auto want = g1.generate({a, b});
+  auto tight = make_engine(*c, *src, DType::kF32, 8, 16);  // 120 and 110 tokens: each fits alone
+  worker::Generator g2(*tight.runner, worker::SchedulerOptions{8, 64});
+  auto got = g2.generate({a, b});
+  ASSERT_TRUE(want.ok() && got.ok()) << got.status().to_string();
+  EXPECT_EQ((*got)[0].output_ids, (*want)[0].output_ids);
+  EXPECT_EQ((*got)[1].output_ids, (*want)[1].output_ids);
+  EXPECT_GT(g2.stats().num_preemptions, 0);
+  EXPECT_EQ(tight.runner->kv_pool().num_free_blocks(), 8);
+}
+
 TEST(Engine, KvExhaustionIsAnErrorAndChangesNothing) {
   auto c = model::load_model_config("tiny-dense");
   ASSERT_TRUE(c.ok());
