@@ -226,11 +226,13 @@ Status run_generate(const GenerateArgs& a) {
   if (a.kv_block_size <= 0)
     return invalid_argument("--kv-block-size must be positive, got {}", a.kv_block_size);
   kv.num_blocks = a.num_kv_blocks;
-  if (kv.num_blocks <= 0) {  // enough for every request at once
-    for (const auto& r : requests)
-      kv.num_blocks +=
-          (static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens + kv.block_size - 1) /
-          kv.block_size;
+  if (kv.num_blocks <= 0) {  // enough for every request at once (rejected ones aside)
+    for (const auto& r : requests) {
+      const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens;
+      if (r.max_new_tokens < 1 || total > config.max_position_embeddings) continue;
+      kv.num_blocks += (total + kv.block_size - 1) / kv.block_size;
+    }
+    kv.num_blocks = std::max<int64_t>(kv.num_blocks, 1);
   }
   worker::ModelRunner runner(config, std::move(weights), *backend, kv);
   runner.set_collect_moe_metrics(a.verbose);
@@ -270,11 +272,12 @@ Status run_generate_cluster(const GenerateArgs& a, bool* fatal) {
       for (const auto& rp : rt.plan.ranks)
         if (!rp.coord.coordinator) num_blocks = std::min(num_blocks, rp.kv_blocks);
       int64_t want = 0;
-      for (const auto& r : requests)
-        want += (static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens +
-                 rt.cluster.runtime.kv_block_size - 1) /
-                rt.cluster.runtime.kv_block_size;
-      num_blocks = std::min(num_blocks, want);
+      for (const auto& r : requests) {
+        const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens;
+        if (r.max_new_tokens < 1 || total > rt.model.max_position_embeddings) continue;
+        want += (total + rt.cluster.runtime.kv_block_size - 1) / rt.cluster.runtime.kv_block_size;
+      }
+      num_blocks = std::max<int64_t>(std::min(num_blocks, want), 1);
     }
     if (!setup.ok()) num_blocks = -1;
   }
@@ -299,9 +302,10 @@ Status run_generate_cluster(const GenerateArgs& a, bool* fatal) {
                                                  rt.cluster.runtime.max_num_batched_tokens});
   auto results = gen.generate(requests);
   Status stop = executor->shutdown();
+  // A failed step may leave workers inside a collective: keep the job-wide abort for that.
+  if (!results.ok()) return results.status();
   SW_RETURN_IF_ERROR(stop);
   *fatal = false;  // every worker has been told to exit: nobody is left waiting
-  if (!results.ok()) return results.status();
   return emit_results(a, *results, gen.stats());
 }
 

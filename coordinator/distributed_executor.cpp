@@ -93,23 +93,27 @@ Result<worker::StepResult> DistributedExecutor::step(
   for (const auto& w : workers_)
     SW_RETURN_IF_ERROR(channel_.send(w, comm::MessageType::kCommand, request, payload));
 
-  // Replies: one per dp group from the last stage, plus metrics-only ones from earlier stages.
-  const int expected = groups + (collect_moe_metrics_ ? num_stages_ - 1 : 0);
+  // Replies: one per dp group from the last stage, plus (metrics on) one per dp group from
+  // every earlier stage.
+  const int last = num_stages_ - 1;
+  const int expected = groups * (collect_moe_metrics_ ? num_stages_ : 1);
   std::vector<worker::StepReply> replies(groups);
-  std::vector<std::vector<moe::MoeLayerMetrics>> stage_metrics(num_stages_);
-  std::set<int> got;
+  // [stage][dp group] -> that group's per-layer metrics
+  std::vector<std::vector<std::vector<moe::MoeLayerMetrics>>> metrics(
+      num_stages_, std::vector<std::vector<moe::MoeLayerMetrics>>(groups));
+  std::set<std::pair<int, int>> got;  // (stage, dp group)
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::duration<double>(rt_.cluster.comm.timeout_s);
   while (static_cast<int>(got.size()) < expected) {
     const double left =
         std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
     if (left <= 0) {
-      std::vector<int> missing;
-      for (int g = 0; g < groups; ++g)
-        if (!got.count(g)) missing.push_back(g);
+      std::vector<std::string> missing;
+      for (int s = collect_moe_metrics_ ? 0 : last; s <= last; ++s)
+        for (int g = 0; g < groups; ++g)
+          if (!got.count({s, g})) missing.push_back(fmt::format("stage {} dp {}", s, g));
       return deadline_exceeded(
-          "coordinator: step {} got no reply from dp group(s) {} within {:.0f} s "
-          "(cluster.timeout_s); "
+          "coordinator: step {} got no reply from [{}] within {:.0f} s (cluster.timeout_s); "
           "lost workers: [{}]",
           request, fmt::join(missing, ", "), rt_.cluster.comm.timeout_s,
           fmt::join(channel_.lost_peers(), ", "));
@@ -120,15 +124,12 @@ Result<worker::StepResult> DistributedExecutor::step(
       return unavailable("{}: {}", msg->peer, msg->payload);
     if (msg->type != comm::MessageType::kResult || msg->request_id != request) continue;
     SW_ASSIGN_OR_RETURN(worker::StepReply rep, worker::decode_step_reply(msg->payload));
-    if (rep.dp_group >= 0 && rep.dp_group < groups) {
-      got.insert(rep.dp_group);
-      stage_metrics[num_stages_ - 1] =
-          rep.dp_group == 0 ? rep.moe_metrics : stage_metrics[num_stages_ - 1];
-      replies[rep.dp_group] = std::move(rep);
-    } else if (rep.dp_group < 0 && -1 - rep.dp_group < num_stages_) {
-      got.insert(groups + (-1 - rep.dp_group));
-      stage_metrics[-1 - rep.dp_group] = std::move(rep.moe_metrics);
-    }
+    if (rep.dp_group < 0 || rep.dp_group >= groups || rep.stage < 0 || rep.stage > last)
+      return internal_error("step {}: reply from {} names stage {} dp {}", request, msg->peer,
+                            rep.stage, rep.dp_group);
+    got.insert({rep.stage, rep.dp_group});
+    metrics[rep.stage][rep.dp_group] = std::move(rep.moe_metrics);
+    if (rep.stage == last) replies[rep.dp_group] = std::move(rep);
   }
 
   worker::StepResult result;
@@ -138,7 +139,11 @@ Result<worker::StepResult> DistributedExecutor::step(
   std::vector<int64_t> row_base(groups, 0);
   for (int g = 0; g < groups; ++g) {
     row_base[g] = rows;
-    if (replies[g].logits.defined()) rows += replies[g].logits.dim(0);
+    const Tensor& l = replies[g].logits;
+    if (l.defined() && (l.ndim() != 2 || l.dim(1) != rt_.model.vocab_size))
+      return internal_error("step {}: dp group {} sent logits of shape {}, expected [rows, {}]",
+                            request, g, shape_str(l.shape()), rt_.model.vocab_size);
+    if (l.defined()) rows += l.dim(0);
   }
   if (rows > 0) {
     const int64_t V = rt_.model.vocab_size;
@@ -155,10 +160,32 @@ Result<worker::StepResult> DistributedExecutor::step(
       return internal_error("step {}: dp group {} replied for {} sequences, expected {}", request,
                             g, rep.sampled.size(), by_group[g].size());
     result.sampled[i] = rep.sampled[j];
-    if (rep.logits_row[j] >= 0) result.logits_row[i] = row_base[g] + rep.logits_row[j];
+    if (rep.logits_row[j] >= 0) {
+      if (!rep.logits.defined() || rep.logits_row[j] >= rep.logits.dim(0))
+        return internal_error("step {}: dp group {} points at logits row {} of {}", request, g,
+                              rep.logits_row[j], rep.logits.defined() ? rep.logits.dim(0) : 0);
+      result.logits_row[i] = row_base[g] + rep.logits_row[j];
+    }
   }
-  for (auto& m : stage_metrics)
-    for (auto& layer : m) result.moe_metrics.push_back(std::move(layer));
+  // EP metrics are already summed over the whole stage (every dp group); MoE tp metrics are
+  // per dp group and are added up here.
+  const bool per_group = rt_.plan.pools[0].moe == parallel::MoeMode::kTp;
+  for (int st = 0; st <= last; ++st) {
+    for (size_t l = 0; l < metrics[st][0].size(); ++l) {
+      moe::MoeLayerMetrics m = metrics[st][0][l];
+      for (int g = 1; per_group && g < groups; ++g) {
+        if (l >= metrics[st][g].size()) continue;
+        const auto& o = metrics[st][g][l];
+        m.tokens_per_expert.resize(std::max(m.tokens_per_expert.size(), o.tokens_per_expert.size()),
+                                   0);
+        for (size_t e = 0; e < o.tokens_per_expert.size(); ++e)
+          m.tokens_per_expert[e] += o.tokens_per_expert[e];
+        m.num_assignments += o.num_assignments;
+        m.num_dropped += o.num_dropped;
+      }
+      result.moe_metrics.push_back(std::move(m));
+    }
+  }
   return result;
 }
 

@@ -119,6 +119,7 @@ Status DistributedForward::gather_logits(const Tensor& local, Tensor& full) {
 Status DistributedForward::recv_from_prev_stage(Tensor& hidden, Tensor& residual) {
   if (o_.prev_stage_rank < 0)
     return internal_error("recv_from_prev_stage on the first pipeline stage");
+  SW_RETURN_IF_ERROR(sync_device());
   SW_RETURN_IF_ERROR(o_.world->recv(hidden.data(), hidden.numel(), hidden.dtype(),
                                     o_.prev_stage_rank, kTagHidden));
   return o_.world->recv(residual.data(), residual.numel(), residual.dtype(), o_.prev_stage_rank,
@@ -128,6 +129,7 @@ Status DistributedForward::recv_from_prev_stage(Tensor& hidden, Tensor& residual
 Status DistributedForward::send_to_next_stage(const Tensor& hidden, const Tensor& residual) {
   if (o_.next_stage_rank < 0)
     return internal_error("send_to_next_stage on the last pipeline stage");
+  SW_RETURN_IF_ERROR(sync_device());
   SW_RETURN_IF_ERROR(o_.world->send(hidden.data(), hidden.numel(), hidden.dtype(),
                                     o_.next_stage_rank, kTagHidden));
   return o_.world->send(residual.data(), residual.numel(), residual.dtype(), o_.next_stage_rank,

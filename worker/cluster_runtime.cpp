@@ -197,33 +197,42 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
     }
     if (msg->type == comm::MessageType::kShutdown) return Status();
     if (msg->type != comm::MessageType::kCommand) continue;
-    SW_ASSIGN_OR_RETURN(StepCommand cmd, decode_step_command(msg->payload));
-    if (static_cast<int>(cmd.groups.size()) != pool.dp)
-      return invalid_argument("rank {}: step command for {} dp groups, this instance has {}",
-                              rt.rank(), cmd.groups.size(), pool.dp);
-    engine.runner->set_collect_moe_metrics(cmd.collect_moe_metrics);
-    auto result = engine.runner->execute(cmd.groups[rp.coord.dp]);
-    if (!result.ok()) {
-      Status err = result.status().with_context(fmt::format(
-          "rank {} (stage {}, dp {}, tp {})", rt.rank(), rp.coord.stage, rp.coord.dp, rp.coord.tp));
+    // Anything that stops this rank is reported to the coordinator before the loop ends.
+    auto fail = [&](Status err) {
+      err = err.with_context(fmt::format("rank {} (stage {}, dp {}, tp {})", rt.rank(),
+                                         rp.coord.stage, rp.coord.dp, rp.coord.tp));
       (void)channel->send("", comm::MessageType::kError, msg->request_id, err.message());
       return err;
+    };
+    auto cmd = decode_step_command(msg->payload);
+    if (!cmd.ok()) return fail(cmd.status());
+    if (static_cast<int>(cmd->groups.size()) != pool.dp)
+      return fail(invalid_argument("step command for {} dp groups, this instance has {}",
+                                   cmd->groups.size(), pool.dp));
+    engine.runner->set_collect_moe_metrics(cmd->collect_moe_metrics);
+    auto result = engine.runner->execute(cmd->groups[rp.coord.dp]);
+    if (!result.ok()) return fail(result.status());
+    // The last stage's tp-rank-0 of each dp group replies with its tokens; with metrics on,
+    // every other stage's tp-rank-0 of each dp group sends its layers' metrics.
+    if (!replies && !(rp.coord.tp == 0 && cmd->collect_moe_metrics)) continue;
+    StepReply rep;
+    rep.dp_group = rp.coord.dp;
+    rep.stage = rp.coord.stage;
+    if (replies) {
+      rep.sampled = result->sampled;
+      rep.logits_row = result->logits_row;
+      rep.logits = result->logits;
     }
-    // Metrics of stages without the LM head travel with the stage's dp-0 tp-0 rank's reply.
-    if (replies || (rp.coord.dp == 0 && rp.coord.tp == 0 && cmd.collect_moe_metrics)) {
-      StepReply rep;
-      rep.dp_group = rp.coord.dp;
-      if (replies) {
-        rep.sampled = result->sampled;
-        rep.logits_row = result->logits_row;
-        rep.logits = result->logits;
-      } else {
-        rep.dp_group = -1 - rp.coord.stage;  // a metrics-only reply
-      }
-      rep.moe_metrics = std::move(result->moe_metrics);
-      SW_RETURN_IF_ERROR(
-          channel->send("", comm::MessageType::kResult, msg->request_id, encode_step_reply(rep)));
-    }
+    rep.moe_metrics = std::move(result->moe_metrics);
+    const std::string payload = encode_step_reply(rep);
+    if (payload.size() + comm::kControlHeaderBytes > rt.cluster.comm.control_max_message_bytes)
+      return fail(
+          resource_exhausted("the step reply is {} bytes ({} logits rows of {} values for "
+                             "--dump-logits), over the control channel's "
+                             "limit of {} bytes: dump fewer or shorter prompts",
+                             payload.size(), rep.logits.defined() ? rep.logits.dim(0) : 0,
+                             rt.model.vocab_size, rt.cluster.comm.control_max_message_bytes));
+    SW_RETURN_IF_ERROR(channel->send("", comm::MessageType::kResult, msg->request_id, payload));
   }
 }
 

@@ -370,8 +370,21 @@ Result<StepResult> ModelRunner::finish(const StepMetadata& meta, const std::vect
   const bool any_keep = std::any_of(meta.seqs.begin(), meta.seqs.end(),
                                     [](const StepSequence& s) { return s.keep_logits; });
   if (any_keep) {
-    result.logits = Tensor::empty({N, c.vocab_size}, DType::kF32);
-    SW_RETURN_IF_ERROR(b.copy(logits_f32, result.logits));
+    // Only the rows asked for (sample-only rows stay on the device), compacted in input order.
+    int64_t kept = 0;
+    for (size_t i = 0; i < meta.seqs.size(); ++i)
+      if (meta.seqs[i].keep_logits) kept += static_cast<int64_t>(meta.seqs[i].tokens.size());
+    result.logits = Tensor::empty({kept, c.vocab_size}, DType::kF32);
+    int64_t at = 0;
+    for (size_t i = 0; i < meta.seqs.size(); ++i) {
+      if (!meta.seqs[i].keep_logits || result.logits_row[i] < 0) continue;
+      const int64_t n = static_cast<int64_t>(meta.seqs[i].tokens.size());
+      Tensor dst = result.logits.rows(at, at + n);
+      SW_RETURN_IF_ERROR(
+          b.copy(logits_f32.rows(result.logits_row[i], result.logits_row[i] + n), dst));
+      result.logits_row[i] = at;
+      at += n;
+    }
     SW_RETURN_IF_ERROR(b.synchronize());
   }
   return result;

@@ -128,7 +128,7 @@ Result<StepCommand> decode_step_command(const std::string& payload) {
 
 std::string encode_step_reply(const StepReply& rep) {
   PayloadWriter w;
-  w.u32(static_cast<uint32_t>(rep.dp_group));
+  w.u32(static_cast<uint32_t>(rep.dp_group)).u32(static_cast<uint32_t>(rep.stage));
   put_i32s(w, rep.sampled);
   w.u32(static_cast<uint32_t>(rep.logits_row.size()));
   for (int64_t x : rep.logits_row) w.u64(static_cast<uint64_t>(x));
@@ -145,7 +145,9 @@ Result<StepReply> decode_step_reply(const std::string& payload) {
   PayloadReader r(payload);
   StepReply rep;
   SW_ASSIGN_OR_RETURN(uint32_t g, r.u32());
+  SW_ASSIGN_OR_RETURN(uint32_t stage, r.u32());
   rep.dp_group = static_cast<int>(g);
+  rep.stage = static_cast<int>(stage);
   SW_ASSIGN_OR_RETURN(rep.sampled, get_i32s(r));
   SW_ASSIGN_OR_RETURN(uint32_t n, r.u32());
   if (n > payload.size())

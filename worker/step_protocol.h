@@ -20,7 +20,8 @@ struct StepCommand {
 
 struct StepReply {
   int dp_group = 0;
-  std::vector<int32_t> sampled;     // per sequence of that group's metadata
+  int stage = 0;                 // pipeline stage of the sender (only the last stage sends tokens)
+  std::vector<int32_t> sampled;  // per sequence of that group's metadata
   std::vector<int64_t> logits_row;  // per sequence, -1 when not kept
   Tensor logits;                    // host float32 [rows, V] or undefined
   std::vector<moe::MoeLayerMetrics> moe_metrics;

@@ -181,10 +181,14 @@ std::vector<Layout> layouts() {
   };
 }
 
-// Capacity-limited EP across dp groups with --verbose: the run succeeds (dp groups with no
-// tokens in a step still take part in every collective) and the per-layer metrics add up.
-TEST(PartitionedMoe, CapacityDropsAndVerboseMetrics) {
-  fs::path dir = work_dir() / "capacity";
+// Capacity-limited MoE across dp groups with --verbose: the run succeeds (dp groups with no
+// tokens in a step still take part in every collective) and the per-layer metrics add up to
+// every token of every dp group, for EP (summed by the dispatcher over the stage) and for MoE
+// tp (summed by the coordinator over dp groups).
+class PartitionedMoeMetrics : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PartitionedMoeMetrics, CapacityDropsAndVerboseMetricsAddUp) {
+  fs::path dir = work_dir() / ("capacity_" + GetParam());
   fs::create_directories(dir);
   std::ofstream(dir / "prompts.jsonl") << kPrompts;
   std::ofstream(dir / "cluster.yaml")
@@ -193,10 +197,10 @@ TEST(PartitionedMoe, CapacityDropsAndVerboseMetrics) {
          "64}\n"
       << "cluster: {ranks_per_node: 3, all_to_all: hierarchical, timeout_s: 120, control_endpoint: "
          "\"tcp://127.0.0.1:*\"}\n"
-      << "pools: {mixed: {tp: 2, dp: 2, moe: ep}}\n"
+      << "pools: {mixed: {tp: 2, pp: 2, dp: 2, moe: " << GetParam() << "}}\n"
       << "moe: {capacity_factor: 0.5, drop_policy: priority, priority: max}\n";
   const std::string cmd = std::string(SHARDWISE_MPIEXEC) +
-                          " --allow-run-as-root --oversubscribe -np 5 " + SHARDWISE_CLI +
+                          " --allow-run-as-root --oversubscribe -np 9 " + SHARDWISE_CLI +
                           " generate --config " + (dir / "cluster.yaml").string() +
                           common_args(dir / "prompts.jsonl") + " --verbose";
   Output got = run(cmd);
@@ -223,6 +227,8 @@ TEST(PartitionedMoe, CapacityDropsAndVerboseMetrics) {
   EXPECT_EQ(layers, 4) << got.text;
   EXPECT_GT(total_dropped, 0) << "capacity factor 0.5 must drop assignments";
 }
+
+INSTANTIATE_TEST_SUITE_P(MoeModes, PartitionedMoeMetrics, ::testing::Values("ep", "tp"));
 
 // A bad request under mpirun is rejected on its own: the other prompts are served, the
 // workers are shut down cleanly (no MPI_Abort) and the exit status says what was rejected.
