@@ -248,7 +248,13 @@ Status run_generate(const GenerateArgs& a) {
 // errors found identically on every rank (config, plan, prompts) are reported by rank 0.
 Status run_generate_cluster(const GenerateArgs& a, bool* fatal) {
   *fatal = false;
-  SW_ASSIGN_OR_RETURN(worker::ClusterRuntime rt, worker::start_cluster(a.config));
+  bool rank_specific = false;
+  auto started = worker::start_cluster(a.config, &rank_specific);
+  if (!started.ok()) {
+    *fatal = rank_specific;
+    return started.status();
+  }
+  worker::ClusterRuntime rt = std::move(started).value();
   const bool coordinator = rt.rank() == 0;
   std::vector<worker::GenerationRequest> requests;
   Status setup;

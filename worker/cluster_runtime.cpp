@@ -4,6 +4,7 @@
 #include <mpi.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -68,22 +69,42 @@ ShardSpec shard_of(const parallel::RankPlan& rp) {
 // Picks the transport of the data-plane groups from cluster.comm_backend and this host's
 // GPUs (comm::choose_backend), and the GPU of this rank. Ranks on one host (real hosts,
 // not emulated nodes) take GPUs round robin; NCCL needs one GPU per rank.
-Status choose_transport(ClusterRuntime& rt) {
+Status choose_transport(ClusterRuntime& rt, bool* rank_specific) {
   MPI_Comm host;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host);
-  int local_rank = 0, local_size = 1;
-  MPI_Comm_rank(host, &local_rank);
-  MPI_Comm_size(host, &local_size);
+  // Workers on this host and this rank's index among them (the coordinator uses no GPU).
+  const int is_worker = rt.rank() == 0 ? 0 : 1;
+  int workers_here = 0, worker_index = 0;
+  MPI_Allreduce(&is_worker, &workers_here, 1, MPI_INT, MPI_SUM, host);
+  MPI_Exscan(&is_worker, &worker_index, 1, MPI_INT, MPI_SUM, host);
+  int host_rank = 0;
+  MPI_Comm_rank(host, &host_rank);
+  if (host_rank == 0) worker_index = 0;  // MPI_Exscan leaves rank 0's result undefined
   MPI_Comm_free(&host);
   comm::BackendFacts facts;
   facts.nccl_compiled = SHARDWISE_COMM_HAVE_NCCL;
   facts.device_buffers = rt.cluster.runtime.device == "cuda";
   facts.num_gpus = facts.device_buffers ? kernels::cuda_device_count() : 0;
-  facts.max_ranks_per_gpu =
-      facts.num_gpus > 0 ? (local_size + facts.num_gpus - 1) / facts.num_gpus : local_size;
-  rt.device_ordinal = facts.num_gpus > 0 ? local_rank % facts.num_gpus : 0;
+  facts.max_ranks_per_gpu = facts.num_gpus > 0
+                                ? (std::max(workers_here, 1) + facts.num_gpus - 1) / facts.num_gpus
+                                : workers_here;
+  rt.device_ordinal = facts.num_gpus > 0 ? worker_index % facts.num_gpus : 0;
   auto choice = comm::choose_backend(rt.cluster.comm.backend, facts);
+  // Every rank must use the same transport: agree on the weakest (error < MPI < NCCL).
+  const int mine = !choice.ok() ? 0 : choice->backend == comm::CommBackend::kNccl ? 2 : 1;
+  int agreed = mine, best = mine;
+  MPI_Allreduce(&mine, &agreed, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(&mine, &best, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (rank_specific && best == 0) *rank_specific = false;  // every rank refused alike
   if (!choice.ok()) return choice.status().with_context(rt.cluster.source);
+  if (agreed == 0)
+    return unavailable("{}: cluster.comm_backend: another rank cannot use '{}' (see its error)",
+                       rt.cluster.source, comm::comm_backend_name(rt.cluster.comm.backend));
+  if (agreed == 1 && mine == 2) {
+    choice->backend = comm::CommBackend::kMpi;
+    choice->stage_through_host = facts.device_buffers;
+    choice->reason = "another host cannot use NCCL, so every rank uses MPI";
+  }
   rt.transport = *choice;
   if (rt.rank() == 0)
     spdlog::info("data-plane transport: {} ({})", comm::comm_backend_name(rt.transport.backend),
@@ -103,7 +124,8 @@ Status choose_transport(ClusterRuntime& rt) {
 #endif
 }
 
-Result<ClusterRuntime> start_cluster(const std::string& config_path) {
+Result<ClusterRuntime> start_cluster(const std::string& config_path, bool* rank_specific) {
+  if (rank_specific) *rank_specific = false;
   ClusterRuntime rt;
   comm::CommOptions boot;
   SW_RETURN_IF_ERROR(comm::apply_env_overrides(&boot));
@@ -117,6 +139,7 @@ Result<ClusterRuntime> start_cluster(const std::string& config_path) {
   rt.world = std::move(world);
   SW_ASSIGN_OR_RETURN(rt.model, model::load_model_config(rt.cluster.model.path));
   SW_ASSIGN_OR_RETURN(rt.plan, parallel::make_plan(rt.cluster, rt.model, rt.world->size()));
+  if (rank_specific) *rank_specific = true;
   // Every rank takes part in both splits; the coordinator joins no group (color -1).
   const parallel::RankCoord& me = rt.rank_plan().coord;
   int stage_color = -1, tp_color = -1, key = 0;
@@ -131,7 +154,7 @@ Result<ClusterRuntime> start_cluster(const std::string& config_path) {
   }
   SW_ASSIGN_OR_RETURN(rt.stage_group, rt.world->split(stage_color, key));
   SW_ASSIGN_OR_RETURN(rt.tp_group, rt.world->split(tp_color, me.tp));
-  SW_RETURN_IF_ERROR(choose_transport(rt));
+  SW_RETURN_IF_ERROR(choose_transport(rt, rank_specific));
   return rt;
 }
 

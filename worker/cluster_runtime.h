@@ -31,7 +31,10 @@ struct ClusterRuntime {
   const parallel::RankPlan& rank_plan() const { return plan.rank(rank()); }
 };
 
-Result<ClusterRuntime> start_cluster(const std::string& config_path);
+// `*rank_specific` (optional) is set when the error may have happened on this rank alone
+// (after the config and plan, which every rank checks alike): the caller must report it
+// from this rank and stop the job, since the others may wait for it.
+Result<ClusterRuntime> start_cluster(const std::string& config_path, bool* rank_specific = nullptr);
 
 // The part of the model a worker rank holds, from its RankPlan.
 ShardSpec shard_of(const parallel::RankPlan& rp);
