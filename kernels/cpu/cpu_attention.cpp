@@ -48,24 +48,6 @@ void attend(const float* q, const PagedKv& kv, int64_t kv_head, int64_t n, float
   for (int64_t i = 0; i < d; ++i) out[i] *= inv;
 }
 
-Status check_caches(const char* op, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache) {
-  SW_RETURN_IF_ERROR(check_float(op, "q", q, 3));
-  SW_RETURN_IF_ERROR(check_float(op, "k_cache", k_cache, 4));
-  SW_RETURN_IF_ERROR(check_float(op, "v_cache", v_cache, 4));
-  SW_RETURN_IF_ERROR(check_shape(op, "v_cache", v_cache, k_cache.shape()));
-  const int64_t hq = q.dim(1), hk = k_cache.dim(2);
-  if (k_cache.dim(1) <= 0)
-    return invalid_argument("{}: k_cache {} has block_size 0", op, desc(k_cache));
-  if (k_cache.dim(3) != q.dim(2))
-    return invalid_argument("{}: k_cache {} head_dim differs from q {}", op, desc(k_cache),
-                            desc(q));
-  if (hk == 0 || hq % hk != 0)
-    return invalid_argument(
-        "{}: q heads {} must be a multiple of k_cache heads {} (q {}, k_cache {})", op, hq, hk,
-        desc(q), desc(k_cache));
-  return Status::ok_status();
-}
-
 // Every block a sequence of `len` positions reads must be a real block of the cache.
 Status check_block_table(const char* op, const Tensor& block_tables, int64_t b, int64_t len,
                          const Tensor& k_cache) {
@@ -90,18 +72,10 @@ Status attention_prefill(const Tensor& q, const Tensor& k_cache, const Tensor& v
                          const Tensor& query_start_loc, const Tensor& seq_lens,
                          const Tensor& block_tables, const AttentionParams& params, Tensor& out) {
   const char* op = "attention_prefill";
-  SW_RETURN_IF_ERROR(check_caches(op, q, k_cache, v_cache));
-  SW_RETURN_IF_ERROR(check_int32(op, "query_start_loc", query_start_loc, 1));
-  SW_RETURN_IF_ERROR(check_int32(op, "seq_lens", seq_lens, 1));
-  SW_RETURN_IF_ERROR(check_int32(op, "block_tables", block_tables, 2));
-  SW_RETURN_IF_ERROR(check_float(op, "out", out, 3));
-  SW_RETURN_IF_ERROR(check_shape(op, "out", out, q.shape()));
+  SW_RETURN_IF_ERROR(validate_attention_prefill(Device::kCpu, q, k_cache, v_cache, query_start_loc,
+                                                seq_lens, block_tables, out));
   const int64_t t = q.dim(0), hq = q.dim(1), d = q.dim(2), b = seq_lens.dim(0);
   const int64_t hk = k_cache.dim(2);
-  SW_RETURN_IF_ERROR(check_shape(op, "query_start_loc", query_start_loc, {b + 1}));
-  if (block_tables.dim(0) != b)
-    return invalid_argument("{}: block_tables {} must have B={} rows (seq_lens {})", op,
-                            desc(block_tables), b, desc(seq_lens));
   const int32_t* qsl = query_start_loc.data_as<int32_t>();
   const int32_t* lens = seq_lens.data_as<int32_t>();
   if (b > 0 && (qsl[0] != 0 || qsl[b] > t))
@@ -145,16 +119,9 @@ Status attention_decode(const Tensor& q, const Tensor& k_cache, const Tensor& v_
                         const Tensor& seq_lens, const Tensor& block_tables,
                         const AttentionParams& params, Tensor& out) {
   const char* op = "attention_decode";
-  SW_RETURN_IF_ERROR(check_caches(op, q, k_cache, v_cache));
-  SW_RETURN_IF_ERROR(check_int32(op, "seq_lens", seq_lens, 1));
-  SW_RETURN_IF_ERROR(check_int32(op, "block_tables", block_tables, 2));
-  SW_RETURN_IF_ERROR(check_float(op, "out", out, 3));
-  SW_RETURN_IF_ERROR(check_shape(op, "out", out, q.shape()));
+  SW_RETURN_IF_ERROR(
+      validate_attention_decode(Device::kCpu, q, k_cache, v_cache, seq_lens, block_tables, out));
   const int64_t b = q.dim(0), hq = q.dim(1), d = q.dim(2), hk = k_cache.dim(2);
-  SW_RETURN_IF_ERROR(check_shape(op, "seq_lens", seq_lens, {b}));
-  if (block_tables.dim(0) != b)
-    return invalid_argument("{}: block_tables {} must have B={} rows (q {})", op,
-                            desc(block_tables), b, desc(q));
   const int32_t* lens = seq_lens.data_as<int32_t>();
   for (int64_t s = 0; s < b; ++s) {
     if (lens[s] < 0) return invalid_argument("{}: seq_lens[{}]={} is negative", op, s, lens[s]);

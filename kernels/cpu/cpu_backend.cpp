@@ -1,4 +1,4 @@
-// The CPU backend: host memory, the shared float32 row helpers and argument checks, and the
+// The CPU backend: host memory, the shared float32 row helpers, and the
 // Backend virtuals forwarding to the op functions in cpu_*.cpp. It is the reference every
 // other backend is tested against, so clarity wins over speed (GEMMs still go to OpenBLAS).
 #include <cblas.h>
@@ -54,46 +54,6 @@ std::vector<float> to_f32(const Tensor& t) {
   return v;
 }
 
-Status check_tensor(const char* op, const char* name, const Tensor& t, int ndim) {
-  if (!t.is_cpu())
-    return invalid_argument("{}: {} must be a host tensor for the CPU backend, got {}", op, name,
-                            desc(t));
-  if (ndim >= 0 && t.ndim() != ndim)
-    return invalid_argument("{}: {} must have {} dims, got shape {} ({})", op, name, ndim,
-                            shape_str(t.shape()), desc(t));
-  if (t.data() == nullptr && t.numel() > 0)
-    return invalid_argument("{}: {} has no data ({})", op, name, desc(t));
-  return Status::ok_status();
-}
-
-Status check_float(const char* op, const char* name, const Tensor& t, int ndim) {
-  SW_RETURN_IF_ERROR(check_tensor(op, name, t, ndim));
-  if (!is_float(t.dtype()))
-    return invalid_argument("{}: {} must be float32/bfloat16/float16, got {}", op, name, desc(t));
-  return Status::ok_status();
-}
-
-Status check_int32(const char* op, const char* name, const Tensor& t, int ndim) {
-  SW_RETURN_IF_ERROR(check_tensor(op, name, t, ndim));
-  if (t.dtype() != DType::kI32)
-    return invalid_argument("{}: {} must be int32, got {}", op, name, desc(t));
-  return Status::ok_status();
-}
-
-Status check_shape(const char* op, const char* name, const Tensor& t, const Shape& expected) {
-  if (t.shape() != expected)
-    return invalid_argument("{}: {} must have shape {}, got {} ({})", op, name, shape_str(expected),
-                            shape_str(t.shape()), desc(t));
-  return Status::ok_status();
-}
-
-Status check_same_dtype(const char* op, const char* name, const Tensor& t, DType expected) {
-  if (t.dtype() != expected)
-    return invalid_argument("{}: {} must be {} like the other operands, got {}", op, name,
-                            dtype_name(expected), desc(t));
-  return Status::ok_status();
-}
-
 }  // namespace cpu
 
 namespace {
@@ -110,8 +70,8 @@ class CpuBackend final : public Backend {
   Tensor alloc(const Shape& shape, DType dtype) override { return Tensor::empty(shape, dtype); }
 
   Status copy(const Tensor& src, Tensor& dst) override {
-    SW_RETURN_IF_ERROR(cpu::check_tensor("copy", "src", src, -1));
-    SW_RETURN_IF_ERROR(cpu::check_tensor("copy", "dst", dst, -1));
+    SW_RETURN_IF_ERROR(check_tensor(Device::kCpu, "copy", "src", src, -1));
+    SW_RETURN_IF_ERROR(check_tensor(Device::kCpu, "copy", "dst", dst, -1));
     if (src.dtype() != dst.dtype() || src.numel() != dst.numel())
       return invalid_argument("copy: src {} and dst {} need the same dtype and numel",
                               src.describe(), dst.describe());

@@ -9,20 +9,9 @@
 namespace sw::kernels::cpu {
 
 Status rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out, Tensor* residual) {
-  const char* op = "rms_norm";
-  SW_RETURN_IF_ERROR(check_float(op, "x", x, -1));
-  SW_RETURN_IF_ERROR(check_float(op, "weight", weight, 1));
-  SW_RETURN_IF_ERROR(check_float(op, "out", out, -1));
-  if (x.ndim() < 1) return invalid_argument("rms_norm: x must be [T, H], got {}", desc(x));
+  SW_RETURN_IF_ERROR(validate_rms_norm(Device::kCpu, x, weight, out, residual));
   const int64_t h = x.dim(-1);
   const int64_t rows = h == 0 ? 0 : x.numel() / h;
-  SW_RETURN_IF_ERROR(check_shape(op, "weight", weight, {h}));
-  SW_RETURN_IF_ERROR(check_shape(op, "out", out, x.shape()));
-  SW_RETURN_IF_ERROR(check_same_dtype(op, "out", out, x.dtype()));
-  if (residual) {
-    SW_RETURN_IF_ERROR(check_float(op, "residual", *residual, -1));
-    SW_RETURN_IF_ERROR(check_shape(op, "residual", *residual, x.shape()));
-  }
   std::vector<float> wv = to_f32(weight);
 #pragma omp parallel
   {
@@ -78,21 +67,8 @@ void rope_token(Tensor& t, int64_t token, int64_t pos, const float* inv_freq, in
 
 Status rope(Tensor& q, Tensor& k, const Tensor& positions, const Tensor& inv_freq,
             RopeLayout layout) {
-  const char* op = "rope";
-  SW_RETURN_IF_ERROR(check_float(op, "q", q, 3));
-  SW_RETURN_IF_ERROR(check_float(op, "k", k, 3));
-  SW_RETURN_IF_ERROR(check_int32(op, "positions", positions, 1));
-  SW_RETURN_IF_ERROR(check_tensor(op, "inv_freq", inv_freq, 1));
-  if (inv_freq.dtype() != DType::kF32)
-    return invalid_argument("rope: inv_freq must be float32, got {}", desc(inv_freq));
+  SW_RETURN_IF_ERROR(validate_rope(Device::kCpu, q, k, positions, inv_freq));
   const int64_t t = q.dim(0), d = q.dim(2), half = inv_freq.dim(0);
-  if (k.dim(0) != t || k.dim(2) != d)
-    return invalid_argument("rope: k must be [T={}, Hk, D={}] like q {}, got {}", t, d, desc(q),
-                            desc(k));
-  SW_RETURN_IF_ERROR(check_shape(op, "positions", positions, {t}));
-  if (2 * half > d)
-    return invalid_argument("rope: inv_freq {} rotates {} dims, more than head_dim {} of q {}",
-                            desc(inv_freq), 2 * half, d, desc(q));
   const int32_t* pos = positions.data_as<int32_t>();
   const float* freq = inv_freq.data_as<float>();
 #pragma omp parallel
@@ -108,14 +84,8 @@ Status rope(Tensor& q, Tensor& k, const Tensor& positions, const Tensor& inv_fre
 }
 
 Status silu_and_mul(const Tensor& x, Tensor& out) {
-  const char* op = "silu_and_mul";
-  SW_RETURN_IF_ERROR(check_float(op, "x", x, 2));
-  SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
+  SW_RETURN_IF_ERROR(validate_silu_and_mul(Device::kCpu, x, out));
   const int64_t t = x.dim(0), i2 = x.dim(1), inter = i2 / 2;
-  if (i2 % 2 != 0)
-    return invalid_argument("silu_and_mul: x must be [T, 2I] (gate then up), got {}", desc(x));
-  SW_RETURN_IF_ERROR(check_shape(op, "out", out, {t, inter}));
-  SW_RETURN_IF_ERROR(check_same_dtype(op, "out", out, x.dtype()));
 #pragma omp parallel
   {
     std::vector<float> row(static_cast<size_t>(i2));
@@ -133,12 +103,8 @@ Status silu_and_mul(const Tensor& x, Tensor& out) {
 }
 
 Status embedding(const Tensor& ids, const Tensor& table, int64_t vocab_offset, Tensor& out) {
-  const char* op = "embedding";
-  SW_RETURN_IF_ERROR(check_int32(op, "ids", ids, 1));
-  SW_RETURN_IF_ERROR(check_float(op, "table", table, 2));
-  SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
+  SW_RETURN_IF_ERROR(validate_embedding(Device::kCpu, ids, table, out));
   const int64_t t = ids.dim(0), v = table.dim(0), h = table.dim(1);
-  SW_RETURN_IF_ERROR(check_shape(op, "out", out, {t, h}));
   const int32_t* id = ids.data_as<int32_t>();
 #pragma omp parallel
   {
@@ -158,10 +124,7 @@ Status embedding(const Tensor& ids, const Tensor& table, int64_t vocab_offset, T
 }
 
 Status add(Tensor& x, const Tensor& y) {
-  SW_RETURN_IF_ERROR(check_float("add", "x", x, -1));
-  SW_RETURN_IF_ERROR(check_float("add", "y", y, -1));
-  SW_RETURN_IF_ERROR(check_shape("add", "y", y, x.shape()));
-  SW_RETURN_IF_ERROR(check_same_dtype("add", "y", y, x.dtype()));
+  SW_RETURN_IF_ERROR(validate_add(Device::kCpu, x, y));
   constexpr int64_t kChunk = 4096;
   const int64_t n = x.numel();
 #pragma omp parallel
@@ -180,18 +143,13 @@ Status add(Tensor& x, const Tensor& y) {
 }
 
 Status convert(const Tensor& src, Tensor& dst) {
-  SW_RETURN_IF_ERROR(check_tensor("convert", "src", src, -1));
-  SW_RETURN_IF_ERROR(check_tensor("convert", "dst", dst, -1));
-  if (src.numel() != dst.numel())
-    return invalid_argument("convert: src {} and dst {} need the same numel", desc(src), desc(dst));
+  SW_RETURN_IF_ERROR(validate_convert(Device::kCpu, src, dst));
   if (src.dtype() == dst.dtype()) {
     if (src.nbytes() > 0 && src.data() != dst.data())
       std::memmove(dst.data(), src.data(), src.nbytes());
     return Status::ok_status();
   }
-  if (!is_float(src.dtype()) || !is_float(dst.dtype()))
-    return invalid_argument("convert: only float32/bfloat16/float16 conversions, got {} -> {}",
-                            desc(src), desc(dst));
+  SW_RETURN_IF_ERROR(validate_convert_dtypes(src, dst));
   constexpr int64_t kChunk = 4096;
   const int64_t n = src.numel();
 #pragma omp parallel
@@ -209,18 +167,9 @@ Status convert(const Tensor& src, Tensor& dst) {
 
 Status kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping, Tensor& k_cache,
                       Tensor& v_cache) {
-  const char* op = "kv_cache_write";
-  SW_RETURN_IF_ERROR(check_float(op, "k", k, 3));
-  SW_RETURN_IF_ERROR(check_float(op, "v", v, 3));
-  SW_RETURN_IF_ERROR(check_int32(op, "slot_mapping", slot_mapping, 1));
-  SW_RETURN_IF_ERROR(check_float(op, "k_cache", k_cache, 4));
-  SW_RETURN_IF_ERROR(check_float(op, "v_cache", v_cache, 4));
+  SW_RETURN_IF_ERROR(validate_kv_cache_write(Device::kCpu, k, v, slot_mapping, k_cache, v_cache));
   const int64_t t = k.dim(0), hk = k.dim(1), d = k.dim(2);
   const int64_t nb = k_cache.dim(0), bs = k_cache.dim(1);
-  SW_RETURN_IF_ERROR(check_shape(op, "v", v, k.shape()));
-  SW_RETURN_IF_ERROR(check_shape(op, "slot_mapping", slot_mapping, {t}));
-  SW_RETURN_IF_ERROR(check_shape(op, "k_cache", k_cache, {nb, bs, hk, d}));
-  SW_RETURN_IF_ERROR(check_shape(op, "v_cache", v_cache, k_cache.shape()));
   const int32_t* slots = slot_mapping.data_as<int32_t>();
   for (int64_t i = 0; i < t; ++i)
     if (slots[i] < -1 || slots[i] >= nb * bs)

@@ -25,22 +25,8 @@ void sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, const float* b, f
 }  // namespace
 
 Status gemm(const Tensor& x, const Tensor& w, Tensor& out, const Tensor* bias, bool accumulate) {
-  const char* op = "gemm";
-  SW_RETURN_IF_ERROR(check_float(op, "x", x, 2));
-  SW_RETURN_IF_ERROR(check_float(op, "w", w, 2));
-  SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
+  SW_RETURN_IF_ERROR(validate_gemm(Device::kCpu, x, w, out, bias));
   const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);
-  if (w.dim(1) != k)
-    return invalid_argument("gemm: w must be [N, K={}] (torch Linear layout), got {} (x {})", k,
-                            desc(w), desc(x));
-  SW_RETURN_IF_ERROR(check_shape(op, "out", out, {m, n}));
-  SW_RETURN_IF_ERROR(check_same_dtype(op, "w", w, x.dtype()));
-  SW_RETURN_IF_ERROR(check_same_dtype(op, "out", out, x.dtype()));
-  if (bias) {
-    SW_RETURN_IF_ERROR(check_float(op, "bias", *bias, 1));
-    SW_RETURN_IF_ERROR(check_shape(op, "bias", *bias, {n}));
-    SW_RETURN_IF_ERROR(check_same_dtype(op, "bias", *bias, x.dtype()));
-  }
   if (m == 0 || n == 0) return Status::ok_status();
 
   const bool f32 = x.dtype() == DType::kF32;
@@ -66,28 +52,10 @@ Status gemm(const Tensor& x, const Tensor& w, Tensor& out, const Tensor* bias, b
 }
 
 Status grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& expert_offsets, Tensor& out) {
-  const char* op = "grouped_gemm";
-  SW_RETURN_IF_ERROR(check_float(op, "x", x, 2));
-  SW_RETURN_IF_ERROR(check_float(op, "w", w, 3));
-  SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
-  SW_RETURN_IF_ERROR(check_int32(op, "expert_offsets", expert_offsets, 1));
-  const int64_t r = x.dim(0), k = x.dim(1), e = w.dim(0), n = w.dim(1);
-  if (w.dim(2) != k)
-    return invalid_argument("grouped_gemm: w must be [E, N, K={}], got {} (x {})", k, desc(w),
-                            desc(x));
-  SW_RETURN_IF_ERROR(check_shape(op, "out", out, {r, n}));
-  SW_RETURN_IF_ERROR(check_shape(op, "expert_offsets", expert_offsets, {e + 1}));
-  SW_RETURN_IF_ERROR(check_same_dtype(op, "w", w, x.dtype()));
-  SW_RETURN_IF_ERROR(check_same_dtype(op, "out", out, x.dtype()));
+  SW_RETURN_IF_ERROR(validate_grouped_gemm(Device::kCpu, x, w, expert_offsets, out));
+  const int64_t k = x.dim(1), e = w.dim(0), n = w.dim(1);
   const int32_t* offs = expert_offsets.data_as<int32_t>();
-  if (offs[0] != 0)
-    return invalid_argument("grouped_gemm: expert_offsets[0] must be 0, got {}", offs[0]);
-  for (int64_t i = 0; i < e; ++i)
-    if (offs[i + 1] < offs[i] || offs[i + 1] > r)
-      return invalid_argument(
-          "grouped_gemm: expert_offsets must be non-decreasing and <= R={} (x {}), got "
-          "offsets[{}]={} after {}",
-          r, desc(x), i + 1, offs[i + 1], offs[i]);
+  SW_RETURN_IF_ERROR(validate_expert_offsets(offs, e, x));
 
   const bool f32 = x.dtype() == DType::kF32;
   std::vector<float> xs, ws, cs;

@@ -14,19 +14,8 @@ namespace sw::kernels::cpu {
 // backend rounds exp(); ties go to the lower expert id. Weights are the float32 softmax.
 Status router_topk(const Tensor& logits, int k, bool renormalize, Tensor& topk_ids,
                    Tensor& topk_weights) {
-  const char* op = "router_topk";
-  SW_RETURN_IF_ERROR(check_float(op, "logits", logits, 2));
-  SW_RETURN_IF_ERROR(check_int32(op, "topk_ids", topk_ids, 2));
-  SW_RETURN_IF_ERROR(check_tensor(op, "topk_weights", topk_weights, 2));
+  SW_RETURN_IF_ERROR(validate_router_topk(Device::kCpu, logits, k, topk_ids, topk_weights));
   const int64_t t = logits.dim(0), e = logits.dim(1);
-  if (k <= 0 || k > e)
-    return invalid_argument("router_topk: k={} must be in [1, E={}] for logits {}", k, e,
-                            desc(logits));
-  SW_RETURN_IF_ERROR(check_shape(op, "topk_ids", topk_ids, {t, k}));
-  SW_RETURN_IF_ERROR(check_shape(op, "topk_weights", topk_weights, {t, k}));
-  if (topk_weights.dtype() != DType::kF32)
-    return invalid_argument("router_topk: topk_weights must be float32, got {}",
-                            desc(topk_weights));
   int32_t* ids = topk_ids.data_as<int32_t>();
   float* wts = topk_weights.data_as<float>();
 #pragma omp parallel
@@ -58,19 +47,9 @@ Status router_topk(const Tensor& logits, int k, bool renormalize, Tensor& topk_i
 
 Status moe_assign(const Tensor& topk_ids, const Tensor& topk_weights, int num_experts,
                   int64_t capacity, DropPolicy policy, Tensor& dest_rows, Tensor& expert_offsets) {
-  const char* op = "moe_assign";
-  SW_RETURN_IF_ERROR(check_int32(op, "topk_ids", topk_ids, 2));
-  SW_RETURN_IF_ERROR(check_tensor(op, "topk_weights", topk_weights, 2));
-  SW_RETURN_IF_ERROR(check_int32(op, "dest_rows", dest_rows, 2));
-  SW_RETURN_IF_ERROR(check_int32(op, "expert_offsets", expert_offsets, 1));
-  if (topk_weights.dtype() != DType::kF32)
-    return invalid_argument("moe_assign: topk_weights must be float32, got {}", desc(topk_weights));
-  if (num_experts < 0)
-    return invalid_argument("moe_assign: num_experts={} is negative", num_experts);
+  SW_RETURN_IF_ERROR(validate_moe_assign(Device::kCpu, topk_ids, topk_weights, num_experts,
+                                         dest_rows, expert_offsets));
   const int64_t t = topk_ids.dim(0), k = topk_ids.dim(1);
-  SW_RETURN_IF_ERROR(check_shape(op, "topk_weights", topk_weights, topk_ids.shape()));
-  SW_RETURN_IF_ERROR(check_shape(op, "dest_rows", dest_rows, topk_ids.shape()));
-  SW_RETURN_IF_ERROR(check_shape(op, "expert_offsets", expert_offsets, {num_experts + 1}));
   const int32_t* ids = topk_ids.data_as<int32_t>();
   const float* w = topk_weights.data_as<float>();
 
@@ -117,17 +96,8 @@ Status moe_assign(const Tensor& topk_ids, const Tensor& topk_weights, int num_ex
 }
 
 Status moe_permute(const Tensor& x, const Tensor& dest_rows, Tensor& out) {
-  const char* op = "moe_permute";
-  SW_RETURN_IF_ERROR(check_float(op, "x", x, 2));
-  SW_RETURN_IF_ERROR(check_int32(op, "dest_rows", dest_rows, 2));
-  SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
+  SW_RETURN_IF_ERROR(validate_moe_permute(Device::kCpu, x, dest_rows, out));
   const int64_t t = x.dim(0), h = x.dim(1), k = dest_rows.dim(1), r = out.dim(0);
-  if (dest_rows.dim(0) != t)
-    return invalid_argument("moe_permute: dest_rows {} must have T={} rows like x {}",
-                            desc(dest_rows), t, desc(x));
-  if (out.dim(1) != h)
-    return invalid_argument("moe_permute: out {} must have H={} columns like x {}", desc(out), h,
-                            desc(x));
   const int32_t* dest = dest_rows.data_as<int32_t>();
   for (int64_t i = 0; i < t * k; ++i)
     if (dest[i] >= r)
@@ -148,16 +118,8 @@ Status moe_permute(const Tensor& x, const Tensor& dest_rows, Tensor& out) {
 }
 
 Status moe_unpermute(const Tensor& y, const Tensor& dest_rows, const Tensor& weights, Tensor& out) {
-  const char* op = "moe_unpermute";
-  SW_RETURN_IF_ERROR(check_float(op, "y", y, 2));
-  SW_RETURN_IF_ERROR(check_int32(op, "dest_rows", dest_rows, 2));
-  SW_RETURN_IF_ERROR(check_tensor(op, "weights", weights, 2));
-  SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
-  if (weights.dtype() != DType::kF32)
-    return invalid_argument("moe_unpermute: weights must be float32, got {}", desc(weights));
+  SW_RETURN_IF_ERROR(validate_moe_unpermute(Device::kCpu, y, dest_rows, weights, out));
   const int64_t t = dest_rows.dim(0), k = dest_rows.dim(1), r = y.dim(0), h = y.dim(1);
-  SW_RETURN_IF_ERROR(check_shape(op, "weights", weights, dest_rows.shape()));
-  SW_RETURN_IF_ERROR(check_shape(op, "out", out, {t, h}));
   const int32_t* dest = dest_rows.data_as<int32_t>();
   const float* w = weights.data_as<float>();
   for (int64_t i = 0; i < t * k; ++i)

@@ -1,6 +1,7 @@
-// Internal to the CPU backend: the op functions behind CpuBackend's virtuals and the helpers
-// they share (row load/store in float32, argument checks). Add an op: declare it here,
-// define it in the cpu_*.cpp file of its family, and forward to it from cpu_backend.cpp.
+// Internal to the CPU backend: the op functions behind CpuBackend's virtuals and the float32
+// row helpers they share (argument checks, shared with the CUDA backend: kernels/op_checks.h).
+// Add an op: declare it here, define it in the cpu_*.cpp file of its family, and forward to it
+// from cpu_backend.cpp.
 #pragma once
 
 #include <fmt/format.h>
@@ -12,6 +13,7 @@
 #include "common/status.h"
 #include "common/tensor.h"
 #include "kernels/backend.h"
+#include "kernels/op_checks.h"
 
 namespace sw::kernels::cpu {
 
@@ -22,16 +24,6 @@ void load_row(const void* base, DType dtype, int64_t offset, int64_t n, float* d
 void store_row(void* base, DType dtype, int64_t offset, int64_t n, const float* src);
 // Whole tensor as float32 (scratch copy; no copy for float32 where the caller can avoid it).
 std::vector<float> to_f32(const Tensor& t);
-
-// ---- argument checks: every failure names the op and the offending tensor ------------------
-inline std::string desc(const Tensor& t) { return t.describe(); }
-
-// ok unless `t` is on the host (the CPU backend's device) with ndim `ndim` (-1: any).
-Status check_tensor(const char* op, const char* name, const Tensor& t, int ndim);
-Status check_float(const char* op, const char* name, const Tensor& t, int ndim);
-Status check_int32(const char* op, const char* name, const Tensor& t, int ndim);
-Status check_shape(const char* op, const char* name, const Tensor& t, const Shape& expected);
-Status check_same_dtype(const char* op, const char* name, const Tensor& t, DType expected);
 
 // ---- ops (semantics: kernels/backend.h) ----------------------------------------------------
 Status gemm(const Tensor& x, const Tensor& w, Tensor& out, const Tensor* bias, bool accumulate);

@@ -65,14 +65,8 @@ int32_t sample_row(const std::vector<float>& logits, const SamplingRow& cfg,
 }  // namespace
 
 Status sample(const Tensor& logits, const std::vector<SamplingRow>& rows, Tensor& out) {
-  const char* op = "sample";
-  SW_RETURN_IF_ERROR(check_float(op, "logits", logits, 2));
-  SW_RETURN_IF_ERROR(check_int32(op, "out", out, 1));
+  SW_RETURN_IF_ERROR(validate_sample(Device::kCpu, logits, rows, out));
   const int64_t b = logits.dim(0), v = logits.dim(1);
-  SW_RETURN_IF_ERROR(check_shape(op, "out", out, {b}));
-  if (static_cast<int64_t>(rows.size()) != b)
-    return invalid_argument("sample: {} SamplingRows for logits {}", rows.size(), desc(logits));
-  if (v == 0 && b > 0) return invalid_argument("sample: logits {} has no vocab", desc(logits));
   int32_t* dst = out.data_as<int32_t>();
 #pragma omp parallel
   {

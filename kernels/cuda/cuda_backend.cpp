@@ -1,6 +1,6 @@
 // CudaBackend: kernels::Backend on one CUDA device and one stream. Host code (g++): it
-// validates shapes and dtypes (invalid_argument naming the op and tensor, like the CPU
-// backend), then calls the fmt-free launchers in kernels/cuda/*.cuh. Memory comes from a
+// validates shapes and dtypes (kernels/op_checks.h, shared with the CPU backend, plus the CUDA
+// kernels' limits), then calls the fmt-free launchers in kernels/cuda/*.cuh. Memory comes from a
 // CachingDeviceAllocator; host->device copies go through a pinned staging ring so the caller
 // may reuse its host buffer at once; device->host copies are complete when copy() returns.
 // Add an op: a launcher in kernels/cuda/<op>.cuh/.cu, then validate + launch here.
@@ -24,6 +24,7 @@
 #include "kernels/cuda/rms_norm.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/sample.cuh"
+#include "kernels/op_checks.h"
 
 namespace sw::kernels {
 namespace {
@@ -38,55 +39,7 @@ ElemType elem(DType d) {
   }
 }
 
-std::string desc(const Tensor& t) { return t.describe(); }
-
-// ---- argument checks (the CPU backend's wording, device tensors) ---------------------------
-
-Status check_tensor(const char* op, const char* name, const Tensor& t, int ndim) {
-  if (t.device() != Device::kCuda)
-    return invalid_argument("{}: {} must be a CUDA device tensor, got {}", op, name, desc(t));
-  if (ndim >= 0 && t.ndim() != ndim)
-    return invalid_argument("{}: {} must have {} dims, got shape {} ({})", op, name, ndim,
-                            shape_str(t.shape()), desc(t));
-  if (t.data() == nullptr && t.numel() > 0)
-    return invalid_argument("{}: {} has no data ({})", op, name, desc(t));
-  return Status::ok_status();
-}
-
-Status check_float(const char* op, const char* name, const Tensor& t, int ndim) {
-  SW_RETURN_IF_ERROR(check_tensor(op, name, t, ndim));
-  if (!is_float(t.dtype()))
-    return invalid_argument("{}: {} must be float32/bfloat16/float16, got {}", op, name, desc(t));
-  return Status::ok_status();
-}
-
-Status check_int32(const char* op, const char* name, const Tensor& t, int ndim) {
-  SW_RETURN_IF_ERROR(check_tensor(op, name, t, ndim));
-  if (t.dtype() != DType::kI32)
-    return invalid_argument("{}: {} must be int32, got {}", op, name, desc(t));
-  return Status::ok_status();
-}
-
-Status check_f32(const char* op, const char* name, const Tensor& t, int ndim) {
-  SW_RETURN_IF_ERROR(check_tensor(op, name, t, ndim));
-  if (t.dtype() != DType::kF32)
-    return invalid_argument("{}: {} must be float32, got {}", op, name, desc(t));
-  return Status::ok_status();
-}
-
-Status check_shape(const char* op, const char* name, const Tensor& t, const Shape& expected) {
-  if (t.shape() != expected)
-    return invalid_argument("{}: {} must have shape {}, got {} ({})", op, name, shape_str(expected),
-                            shape_str(t.shape()), desc(t));
-  return Status::ok_status();
-}
-
-Status check_same_dtype(const char* op, const char* name, const Tensor& t, DType expected) {
-  if (t.dtype() != expected)
-    return invalid_argument("{}: {} must be {} like the other operands, got {}", op, name,
-                            dtype_name(expected), desc(t));
-  return Status::ok_status();
-}
+// ---- argument checks: kernels/op_checks.h, plus the CUDA kernels' own limits ---------------
 
 Status check_int_range(const char* op, const char* what, int64_t v) {
   if (v > INT32_MAX)
@@ -255,21 +208,8 @@ class CudaBackend final : public Backend {
   Status gemm(const Tensor& x, const Tensor& w, Tensor& out, const Tensor* bias,
               bool accumulate) override {
     const char* op = "gemm";
-    SW_RETURN_IF_ERROR(check_float(op, "x", x, 2));
-    SW_RETURN_IF_ERROR(check_float(op, "w", w, 2));
-    SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
+    SW_RETURN_IF_ERROR(validate_gemm(Device::kCuda, x, w, out, bias));
     const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);
-    if (w.dim(1) != k)
-      return invalid_argument("gemm: w must be [N, K={}] (torch Linear layout), got {} (x {})", k,
-                              desc(w), desc(x));
-    SW_RETURN_IF_ERROR(check_shape(op, "out", out, {m, n}));
-    SW_RETURN_IF_ERROR(check_same_dtype(op, "w", w, x.dtype()));
-    SW_RETURN_IF_ERROR(check_same_dtype(op, "out", out, x.dtype()));
-    if (bias) {
-      SW_RETURN_IF_ERROR(check_float(op, "bias", *bias, 1));
-      SW_RETURN_IF_ERROR(check_shape(op, "bias", *bias, {n}));
-      SW_RETURN_IF_ERROR(check_same_dtype(op, "bias", *bias, x.dtype()));
-    }
     SW_RETURN_IF_ERROR(check_int_range(op, "M", m));
     SW_RETURN_IF_ERROR(check_int_range(op, "N", n));
     SW_RETURN_IF_ERROR(check_int_range(op, "K", k));
@@ -281,33 +221,15 @@ class CudaBackend final : public Backend {
   // non-empty expert. Not capturable in a CUDA graph for that reason.
   Status grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& expert_offsets,
                       Tensor& out) override {
-    const char* op = "grouped_gemm";
-    SW_RETURN_IF_ERROR(check_float(op, "x", x, 2));
-    SW_RETURN_IF_ERROR(check_float(op, "w", w, 3));
-    SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
-    SW_RETURN_IF_ERROR(check_int32(op, "expert_offsets", expert_offsets, 1));
-    const int64_t r = x.dim(0), k = x.dim(1), e = w.dim(0), n = w.dim(1);
-    if (w.dim(2) != k)
-      return invalid_argument("grouped_gemm: w must be [E, N, K={}], got {} (x {})", k, desc(w),
-                              desc(x));
-    SW_RETURN_IF_ERROR(check_shape(op, "out", out, {r, n}));
-    SW_RETURN_IF_ERROR(check_shape(op, "expert_offsets", expert_offsets, {e + 1}));
-    SW_RETURN_IF_ERROR(check_same_dtype(op, "w", w, x.dtype()));
-    SW_RETURN_IF_ERROR(check_same_dtype(op, "out", out, x.dtype()));
+    SW_RETURN_IF_ERROR(validate_grouped_gemm(Device::kCuda, x, w, expert_offsets, out));
+    const int64_t k = x.dim(1), e = w.dim(0), n = w.dim(1);
     if (capturing_)
       return unimplemented(
           "grouped_gemm reads expert offsets on the host and cannot run inside a CUDA graph");
     Tensor host = Tensor::empty({e + 1}, DType::kI32);
     SW_RETURN_IF_ERROR(copy(expert_offsets, host));
     const int32_t* offs = host.data_as<int32_t>();
-    if (offs[0] != 0)
-      return invalid_argument("grouped_gemm: expert_offsets[0] must be 0, got {}", offs[0]);
-    for (int64_t i = 0; i < e; ++i)
-      if (offs[i + 1] < offs[i] || offs[i + 1] > r)
-        return invalid_argument(
-            "grouped_gemm: expert_offsets must be non-decreasing and <= R={} (x {}), got "
-            "offsets[{}]={} after {}",
-            r, desc(x), i + 1, offs[i + 1], offs[i]);
+    SW_RETURN_IF_ERROR(validate_expert_offsets(offs, e, x));
     for (int64_t ex = 0; ex < e; ++ex) {
       const int64_t row0 = offs[ex], rows = offs[ex + 1] - offs[ex];
       if (rows == 0) continue;
@@ -321,19 +243,8 @@ class CudaBackend final : public Backend {
   // ---- norms, RoPE, element-wise --------------------------------------------------------------
   Status rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out,
                   Tensor* residual) override {
-    const char* op = "rms_norm";
-    SW_RETURN_IF_ERROR(check_float(op, "x", x, -1));
-    SW_RETURN_IF_ERROR(check_float(op, "weight", weight, 1));
-    SW_RETURN_IF_ERROR(check_float(op, "out", out, -1));
-    if (x.ndim() < 1) return invalid_argument("rms_norm: x must be [T, H], got {}", desc(x));
+    SW_RETURN_IF_ERROR(validate_rms_norm(Device::kCuda, x, weight, out, residual));
     const int64_t h = x.dim(-1);
-    SW_RETURN_IF_ERROR(check_shape(op, "weight", weight, {h}));
-    SW_RETURN_IF_ERROR(check_shape(op, "out", out, x.shape()));
-    SW_RETURN_IF_ERROR(check_same_dtype(op, "out", out, x.dtype()));
-    if (residual) {
-      SW_RETURN_IF_ERROR(check_float(op, "residual", *residual, -1));
-      SW_RETURN_IF_ERROR(check_shape(op, "residual", *residual, x.shape()));
-    }
     cuda::RmsNormParams p;
     p.x = x.data();
     p.x_type = elem(x.dtype());
@@ -352,19 +263,8 @@ class CudaBackend final : public Backend {
 
   Status rope(Tensor& q, Tensor& k, const Tensor& positions, const Tensor& inv_freq,
               RopeLayout layout) override {
-    const char* op = "rope";
-    SW_RETURN_IF_ERROR(check_float(op, "q", q, 3));
-    SW_RETURN_IF_ERROR(check_float(op, "k", k, 3));
-    SW_RETURN_IF_ERROR(check_int32(op, "positions", positions, 1));
-    SW_RETURN_IF_ERROR(check_f32(op, "inv_freq", inv_freq, 1));
+    SW_RETURN_IF_ERROR(validate_rope(Device::kCuda, q, k, positions, inv_freq));
     const int64_t t = q.dim(0), d = q.dim(2), half = inv_freq.dim(0);
-    if (k.dim(0) != t || k.dim(2) != d)
-      return invalid_argument("rope: k must be [T={}, Hk, D={}] like q {}, got {}", t, d, desc(q),
-                              desc(k));
-    SW_RETURN_IF_ERROR(check_shape(op, "positions", positions, {t}));
-    if (2 * half > d)
-      return invalid_argument("rope: inv_freq {} rotates {} dims, more than head_dim {} of q {}",
-                              desc(inv_freq), 2 * half, d, desc(q));
     cuda::RopeParams p;
     p.q = q.data();
     p.q_type = elem(q.dtype());
@@ -383,14 +283,8 @@ class CudaBackend final : public Backend {
   }
 
   Status silu_and_mul(const Tensor& x, Tensor& out) override {
-    const char* op = "silu_and_mul";
-    SW_RETURN_IF_ERROR(check_float(op, "x", x, 2));
-    SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
+    SW_RETURN_IF_ERROR(validate_silu_and_mul(Device::kCuda, x, out));
     const int64_t t = x.dim(0), i2 = x.dim(1);
-    if (i2 % 2 != 0)
-      return invalid_argument("silu_and_mul: x must be [T, 2I] (gate then up), got {}", desc(x));
-    SW_RETURN_IF_ERROR(check_shape(op, "out", out, {t, i2 / 2}));
-    SW_RETURN_IF_ERROR(check_same_dtype(op, "out", out, x.dtype()));
     cuda::SiluAndMulParams p;
     p.x = x.data();
     p.out = out.data();
@@ -403,12 +297,8 @@ class CudaBackend final : public Backend {
 
   Status embedding(const Tensor& ids, const Tensor& table, int64_t vocab_offset,
                    Tensor& out) override {
-    const char* op = "embedding";
-    SW_RETURN_IF_ERROR(check_int32(op, "ids", ids, 1));
-    SW_RETURN_IF_ERROR(check_float(op, "table", table, 2));
-    SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
+    SW_RETURN_IF_ERROR(validate_embedding(Device::kCuda, ids, table, out));
     const int64_t t = ids.dim(0), h = table.dim(1);
-    SW_RETURN_IF_ERROR(check_shape(op, "out", out, {t, h}));
     cuda::EmbeddingParams p;
     p.ids = ptr<const int32_t>(ids);
     p.table = table.data();
@@ -424,10 +314,7 @@ class CudaBackend final : public Backend {
   }
 
   Status add(Tensor& x, const Tensor& y) override {
-    SW_RETURN_IF_ERROR(check_float("add", "x", x, -1));
-    SW_RETURN_IF_ERROR(check_float("add", "y", y, -1));
-    SW_RETURN_IF_ERROR(check_shape("add", "y", y, x.shape()));
-    SW_RETURN_IF_ERROR(check_same_dtype("add", "y", y, x.dtype()));
+    SW_RETURN_IF_ERROR(validate_add(Device::kCuda, x, y));
     cuda::AddParams p;
     p.x = x.data();
     p.y = y.data();
@@ -438,15 +325,9 @@ class CudaBackend final : public Backend {
   }
 
   Status convert(const Tensor& src, Tensor& dst) override {
-    SW_RETURN_IF_ERROR(check_tensor("convert", "src", src, -1));
-    SW_RETURN_IF_ERROR(check_tensor("convert", "dst", dst, -1));
-    if (src.numel() != dst.numel())
-      return invalid_argument("convert: src {} and dst {} need the same numel", desc(src),
-                              desc(dst));
+    SW_RETURN_IF_ERROR(validate_convert(Device::kCuda, src, dst));
     if (src.dtype() == dst.dtype()) return copy(src, dst);
-    if (!is_float(src.dtype()) || !is_float(dst.dtype()))
-      return invalid_argument("convert: only float32/bfloat16/float16 conversions, got {} -> {}",
-                              desc(src), desc(dst));
+    SW_RETURN_IF_ERROR(validate_convert_dtypes(src, dst));
     cuda::ConvertParams p;
     p.src = src.data();
     p.src_type = elem(src.dtype());
@@ -461,19 +342,13 @@ class CudaBackend final : public Backend {
   Status kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
                         Tensor& k_cache, Tensor& v_cache) override {
     const char* op = "kv_cache_write";
-    SW_RETURN_IF_ERROR(check_float(op, "k", k, 3));
-    SW_RETURN_IF_ERROR(check_float(op, "v", v, 3));
-    SW_RETURN_IF_ERROR(check_int32(op, "slot_mapping", slot_mapping, 1));
-    SW_RETURN_IF_ERROR(check_float(op, "k_cache", k_cache, 4));
-    SW_RETURN_IF_ERROR(check_float(op, "v_cache", v_cache, 4));
+    SW_RETURN_IF_ERROR(
+        validate_kv_cache_write(Device::kCuda, k, v, slot_mapping, k_cache, v_cache));
+    // The kernel reads k/v with one dtype and writes both caches with another.
+    SW_RETURN_IF_ERROR(check_same_dtype(op, "v", v, k.dtype()));
+    SW_RETURN_IF_ERROR(check_same_dtype(op, "v_cache", v_cache, k_cache.dtype()));
     const int64_t t = k.dim(0), hk = k.dim(1), d = k.dim(2);
     const int64_t nb = k_cache.dim(0), bs = k_cache.dim(1);
-    SW_RETURN_IF_ERROR(check_shape(op, "v", v, k.shape()));
-    SW_RETURN_IF_ERROR(check_same_dtype(op, "v", v, k.dtype()));
-    SW_RETURN_IF_ERROR(check_shape(op, "slot_mapping", slot_mapping, {t}));
-    SW_RETURN_IF_ERROR(check_shape(op, "k_cache", k_cache, {nb, bs, hk, d}));
-    SW_RETURN_IF_ERROR(check_shape(op, "v_cache", v_cache, k_cache.shape()));
-    SW_RETURN_IF_ERROR(check_same_dtype(op, "v_cache", v_cache, k_cache.dtype()));
     cuda::KvCacheWriteParams p;
     p.k = k.data();
     p.v = v.data();
@@ -489,25 +364,11 @@ class CudaBackend final : public Backend {
     return Status::ok_status();
   }
 
-  Status check_caches(const char* op, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                      const Tensor& out) {
-    SW_RETURN_IF_ERROR(check_float(op, "q", q, 3));
-    SW_RETURN_IF_ERROR(check_float(op, "k_cache", k_cache, 4));
-    SW_RETURN_IF_ERROR(check_float(op, "v_cache", v_cache, 4));
-    SW_RETURN_IF_ERROR(check_shape(op, "v_cache", v_cache, k_cache.shape()));
+  // The CUDA-only cache checks, after the shared validate_attention_*: one cache dtype, and
+  // head_dim within the kernels' limit.
+  static Status check_cuda_caches(const char* op, const Tensor& q, const Tensor& k_cache,
+                                  const Tensor& v_cache) {
     SW_RETURN_IF_ERROR(check_same_dtype(op, "v_cache", v_cache, k_cache.dtype()));
-    SW_RETURN_IF_ERROR(check_float(op, "out", out, 3));
-    SW_RETURN_IF_ERROR(check_shape(op, "out", out, q.shape()));
-    const int64_t hq = q.dim(1), hk = k_cache.dim(2);
-    if (k_cache.dim(1) <= 0)
-      return invalid_argument("{}: k_cache {} has block_size 0", op, desc(k_cache));
-    if (k_cache.dim(3) != q.dim(2))
-      return invalid_argument("{}: k_cache {} head_dim differs from q {}", op, desc(k_cache),
-                              desc(q));
-    if (hk == 0 || hq % hk != 0)
-      return invalid_argument(
-          "{}: q heads {} must be a multiple of k_cache heads {} (q {}, k_cache {})", op, hq, hk,
-          desc(q), desc(k_cache));
     if (q.dim(2) > cuda::kMaxAttentionHeadDim)
       return invalid_argument("{}: head_dim {} of q {} exceeds the CUDA kernels' limit {}", op,
                               q.dim(2), desc(q), cuda::kMaxAttentionHeadDim);
@@ -531,15 +392,10 @@ class CudaBackend final : public Backend {
                            const Tensor& block_tables, const AttentionParams& params,
                            Tensor& out) override {
     const char* op = "attention_prefill";
-    SW_RETURN_IF_ERROR(check_caches(op, q, k_cache, v_cache, out));
-    SW_RETURN_IF_ERROR(check_int32(op, "query_start_loc", query_start_loc, 1));
-    SW_RETURN_IF_ERROR(check_int32(op, "seq_lens", seq_lens, 1));
-    SW_RETURN_IF_ERROR(check_int32(op, "block_tables", block_tables, 2));
+    SW_RETURN_IF_ERROR(validate_attention_prefill(Device::kCuda, q, k_cache, v_cache,
+                                                  query_start_loc, seq_lens, block_tables, out));
+    SW_RETURN_IF_ERROR(check_cuda_caches(op, q, k_cache, v_cache));
     const int64_t t = q.dim(0), b = seq_lens.dim(0);
-    SW_RETURN_IF_ERROR(check_shape(op, "query_start_loc", query_start_loc, {b + 1}));
-    if (block_tables.dim(0) != b)
-      return invalid_argument("{}: block_tables {} must have B={} rows (seq_lens {})", op,
-                              desc(block_tables), b, desc(seq_lens));
     SW_RETURN_IF_ERROR(check_int_range(op, "T", t));
     SW_RETURN_IF_ERROR(
         check_int_range(op, "max_blocks * block_size", block_tables.dim(1) * k_cache.dim(1)));
@@ -568,14 +424,10 @@ class CudaBackend final : public Backend {
                           const Tensor& seq_lens, const Tensor& block_tables,
                           const AttentionParams& params, Tensor& out) override {
     const char* op = "attention_decode";
-    SW_RETURN_IF_ERROR(check_caches(op, q, k_cache, v_cache, out));
-    SW_RETURN_IF_ERROR(check_int32(op, "seq_lens", seq_lens, 1));
-    SW_RETURN_IF_ERROR(check_int32(op, "block_tables", block_tables, 2));
+    SW_RETURN_IF_ERROR(
+        validate_attention_decode(Device::kCuda, q, k_cache, v_cache, seq_lens, block_tables, out));
+    SW_RETURN_IF_ERROR(check_cuda_caches(op, q, k_cache, v_cache));
     const int64_t b = q.dim(0), hq = q.dim(1), d = q.dim(2);
-    SW_RETURN_IF_ERROR(check_shape(op, "seq_lens", seq_lens, {b}));
-    if (block_tables.dim(0) != b)
-      return invalid_argument("{}: block_tables {} must have B={} rows (q {})", op,
-                              desc(block_tables), b, desc(q));
     SW_RETURN_IF_ERROR(check_int_range(op, "B", b));
     SW_RETURN_IF_ERROR(
         check_int_range(op, "max_blocks * block_size", block_tables.dim(1) * k_cache.dim(1)));
@@ -608,18 +460,8 @@ class CudaBackend final : public Backend {
   Status router_topk(const Tensor& logits, int k, bool renormalize, Tensor& topk_ids,
                      Tensor& topk_weights) override {
     const char* op = "router_topk";
-    SW_RETURN_IF_ERROR(check_float(op, "logits", logits, 2));
-    SW_RETURN_IF_ERROR(check_int32(op, "topk_ids", topk_ids, 2));
-    SW_RETURN_IF_ERROR(check_tensor(op, "topk_weights", topk_weights, 2));
+    SW_RETURN_IF_ERROR(validate_router_topk(Device::kCuda, logits, k, topk_ids, topk_weights));
     const int64_t t = logits.dim(0), e = logits.dim(1);
-    if (k <= 0 || k > e)
-      return invalid_argument("router_topk: k={} must be in [1, E={}] for logits {}", k, e,
-                              desc(logits));
-    SW_RETURN_IF_ERROR(check_shape(op, "topk_ids", topk_ids, {t, k}));
-    SW_RETURN_IF_ERROR(check_shape(op, "topk_weights", topk_weights, {t, k}));
-    if (topk_weights.dtype() != DType::kF32)
-      return invalid_argument("router_topk: topk_weights must be float32, got {}",
-                              desc(topk_weights));
     SW_RETURN_IF_ERROR(check_int_range(op, "E", e));
     cuda::RouterTopkParams p;
     p.logits = logits.data();
@@ -638,22 +480,12 @@ class CudaBackend final : public Backend {
                     int64_t capacity, DropPolicy policy, Tensor& dest_rows,
                     Tensor& expert_offsets) override {
     const char* op = "moe_assign";
-    SW_RETURN_IF_ERROR(check_int32(op, "topk_ids", topk_ids, 2));
-    SW_RETURN_IF_ERROR(check_tensor(op, "topk_weights", topk_weights, 2));
-    SW_RETURN_IF_ERROR(check_int32(op, "dest_rows", dest_rows, 2));
-    SW_RETURN_IF_ERROR(check_int32(op, "expert_offsets", expert_offsets, 1));
-    if (topk_weights.dtype() != DType::kF32)
-      return invalid_argument("moe_assign: topk_weights must be float32, got {}",
-                              desc(topk_weights));
-    if (num_experts < 0)
-      return invalid_argument("moe_assign: num_experts={} is negative", num_experts);
+    SW_RETURN_IF_ERROR(validate_moe_assign(Device::kCuda, topk_ids, topk_weights, num_experts,
+                                           dest_rows, expert_offsets));
     if (num_experts > cuda::kMoeAssignMaxExperts)
       return invalid_argument("moe_assign: num_experts={} exceeds the CUDA kernel's limit {}",
                               num_experts, cuda::kMoeAssignMaxExperts);
     const int64_t t = topk_ids.dim(0), k = topk_ids.dim(1);
-    SW_RETURN_IF_ERROR(check_shape(op, "topk_weights", topk_weights, topk_ids.shape()));
-    SW_RETURN_IF_ERROR(check_shape(op, "dest_rows", dest_rows, topk_ids.shape()));
-    SW_RETURN_IF_ERROR(check_shape(op, "expert_offsets", expert_offsets, {num_experts + 1}));
     SW_RETURN_IF_ERROR(check_int_range(op, "T * k", t * k));
     Tensor scratch = alloc({cuda::moe_assign_scratch_ints(t)}, DType::kI32);
     cuda::MoeAssignParams p;
@@ -672,17 +504,8 @@ class CudaBackend final : public Backend {
   }
 
   Status moe_permute(const Tensor& x, const Tensor& dest_rows, Tensor& out) override {
-    const char* op = "moe_permute";
-    SW_RETURN_IF_ERROR(check_float(op, "x", x, 2));
-    SW_RETURN_IF_ERROR(check_int32(op, "dest_rows", dest_rows, 2));
-    SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
+    SW_RETURN_IF_ERROR(validate_moe_permute(Device::kCuda, x, dest_rows, out));
     const int64_t t = x.dim(0), h = x.dim(1);
-    if (dest_rows.dim(0) != t)
-      return invalid_argument("moe_permute: dest_rows {} must have T={} rows like x {}",
-                              desc(dest_rows), t, desc(x));
-    if (out.dim(1) != h)
-      return invalid_argument("moe_permute: out {} must have H={} columns like x {}", desc(out), h,
-                              desc(x));
     cuda::MoePermuteParams p;
     p.x = x.data();
     p.x_type = elem(x.dtype());
@@ -699,16 +522,8 @@ class CudaBackend final : public Backend {
 
   Status moe_unpermute(const Tensor& y, const Tensor& dest_rows, const Tensor& weights,
                        Tensor& out) override {
-    const char* op = "moe_unpermute";
-    SW_RETURN_IF_ERROR(check_float(op, "y", y, 2));
-    SW_RETURN_IF_ERROR(check_int32(op, "dest_rows", dest_rows, 2));
-    SW_RETURN_IF_ERROR(check_tensor(op, "weights", weights, 2));
-    SW_RETURN_IF_ERROR(check_float(op, "out", out, 2));
-    if (weights.dtype() != DType::kF32)
-      return invalid_argument("moe_unpermute: weights must be float32, got {}", desc(weights));
+    SW_RETURN_IF_ERROR(validate_moe_unpermute(Device::kCuda, y, dest_rows, weights, out));
     const int64_t t = dest_rows.dim(0), h = y.dim(1);
-    SW_RETURN_IF_ERROR(check_shape(op, "weights", weights, dest_rows.shape()));
-    SW_RETURN_IF_ERROR(check_shape(op, "out", out, {t, h}));
     cuda::MoeUnpermuteParams p;
     p.y = y.data();
     p.y_type = elem(y.dtype());
@@ -728,14 +543,8 @@ class CudaBackend final : public Backend {
   // Row parameters go up through the staging ring (so sample() is not capturable); rows are
   // processed in launches whose sort scratch stays under kMaxSampleScratch bytes.
   Status sample(const Tensor& logits, const std::vector<SamplingRow>& rows, Tensor& out) override {
-    const char* op = "sample";
-    SW_RETURN_IF_ERROR(check_float(op, "logits", logits, 2));
-    SW_RETURN_IF_ERROR(check_int32(op, "out", out, 1));
+    SW_RETURN_IF_ERROR(validate_sample(Device::kCuda, logits, rows, out));
     const int64_t b = logits.dim(0), v = logits.dim(1);
-    SW_RETURN_IF_ERROR(check_shape(op, "out", out, {b}));
-    if (static_cast<int64_t>(rows.size()) != b)
-      return invalid_argument("sample: {} SamplingRows for logits {}", rows.size(), desc(logits));
-    if (v == 0 && b > 0) return invalid_argument("sample: logits {} has no vocab", desc(logits));
     if (v > INT32_MAX / 4)
       return invalid_argument("sample: vocab {} of logits {} is too large", v, desc(logits));
     if (b == 0) return Status::ok_status();
