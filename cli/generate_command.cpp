@@ -113,6 +113,18 @@ Result<std::vector<worker::GenerationRequest>> build_requests(const GenerateArgs
   return reqs;
 }
 
+// KV blocks that hold every request at once (requests that will be rejected aside), >= 1.
+int64_t kv_blocks_for(const std::vector<worker::GenerationRequest>& requests, int block_size,
+                      int64_t max_len) {
+  int64_t blocks = 0;
+  for (const auto& r : requests) {
+    const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens;
+    if (r.max_new_tokens < 1 || total > max_len) continue;
+    blocks += (total + block_size - 1) / block_size;
+  }
+  return std::max<int64_t>(blocks, 1);
+}
+
 std::string logits_path(const std::string& path, size_t index, size_t count) {
   if (count == 1) return path;
   std::string stem = path, ext;
@@ -227,12 +239,7 @@ Status run_generate(const GenerateArgs& a) {
     return invalid_argument("--kv-block-size must be positive, got {}", a.kv_block_size);
   kv.num_blocks = a.num_kv_blocks;
   if (kv.num_blocks <= 0) {  // enough for every request at once (rejected ones aside)
-    for (const auto& r : requests) {
-      const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens;
-      if (r.max_new_tokens < 1 || total > config.max_position_embeddings) continue;
-      kv.num_blocks += (total + kv.block_size - 1) / kv.block_size;
-    }
-    kv.num_blocks = std::max<int64_t>(kv.num_blocks, 1);
+    kv.num_blocks = kv_blocks_for(requests, kv.block_size, config.max_position_embeddings);
   }
   worker::ModelRunner runner(config, std::move(weights), *backend, kv);
   runner.set_collect_moe_metrics(a.verbose);
@@ -277,13 +284,8 @@ Status run_generate_cluster(const GenerateArgs& a, bool* fatal) {
       num_blocks = INT64_MAX;
       for (const auto& rp : rt.plan.ranks)
         if (!rp.coord.coordinator) num_blocks = std::min(num_blocks, rp.kv_blocks);
-      int64_t want = 0;
-      for (const auto& r : requests) {
-        const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens;
-        if (r.max_new_tokens < 1 || total > rt.model.max_position_embeddings) continue;
-        want += (total + rt.cluster.runtime.kv_block_size - 1) / rt.cluster.runtime.kv_block_size;
-      }
-      num_blocks = std::max<int64_t>(std::min(num_blocks, want), 1);
+      num_blocks = std::min(num_blocks, kv_blocks_for(requests, rt.cluster.runtime.kv_block_size,
+                                                      rt.model.max_position_embeddings));
     }
     if (!setup.ok()) num_blocks = -1;
   }

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -27,15 +28,20 @@ Tensor::Tensor(void* data, Shape shape, DType dtype, Device device, std::shared_
       device_(device),
       storage_(std::move(storage)) {}
 
-Tensor Tensor::empty(Shape shape, DType dtype) {
+Tensor Tensor::uninitialized(Shape shape, DType dtype) {
   size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
   size_t alloc = (bytes + 63) / 64 * 64;
   if (alloc == 0) alloc = 64;
   void* p = std::aligned_alloc(64, alloc);
   if (!p) throw std::bad_alloc();
-  std::memset(p, 0, alloc);
   std::shared_ptr<void> storage(p, [](void* q) { std::free(q); });
   return Tensor(p, std::move(shape), dtype, Device::kCpu, std::move(storage));
+}
+
+Tensor Tensor::empty(Shape shape, DType dtype) {
+  Tensor t = uninitialized(std::move(shape), dtype);
+  std::memset(t.data(), 0, std::max<size_t>(t.nbytes(), 1));
+  return t;
 }
 
 Tensor Tensor::from_floats(const std::vector<float>& values, Shape shape, DType dtype) {

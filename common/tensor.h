@@ -27,6 +27,9 @@ class Tensor {
 
   // Host allocation, 64-byte aligned, zero-filled.
   static Tensor empty(Shape shape, DType dtype);
+  // Host allocation, 64-byte aligned, contents unspecified (for buffers written before read:
+  // skips touching every page of large or per-step buffers).
+  static Tensor uninitialized(Shape shape, DType dtype);
   static Tensor from_floats(const std::vector<float>& values, Shape shape,
                             DType dtype = DType::kF32);
   static Tensor from_ints(const std::vector<int32_t>& values, Shape shape);

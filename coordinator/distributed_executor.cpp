@@ -73,13 +73,8 @@ Result<worker::StepResult> DistributedExecutor::step(
   }
   // Check every group before appending to any, so a refused step changes nothing.
   for (int g = 0; g < groups; ++g) {
-    int64_t need = 0;
-    for (const auto* in : by_group[g])
-      need += pools_[g]->blocks_needed(in->seq_id, static_cast<int64_t>(in->tokens.size()));
-    if (need > pools_[g]->num_free_blocks())
-      return resource_exhausted(
-          "KV cache of dp group {} out of blocks: this batch needs {} more block(s), {} of {} free",
-          g, need, pools_[g]->num_free_blocks(), pools_[g]->num_blocks());
+    Status st = worker::check_step(*pools_[g], by_group[g], rt_.model.vocab_size);
+    if (!st.ok()) return st.with_context(fmt::format("dp group {}", g));
   }
   worker::StepCommand cmd;
   cmd.collect_moe_metrics = collect_moe_metrics_;

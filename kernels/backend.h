@@ -74,6 +74,8 @@ class Backend {
   virtual bool supports(Op op, DType dtype) const = 0;
 
   // ---- memory ---------------------------------------------------------------------------
+  // Contents are unspecified on every backend (the CPU does not zero-fill either, so code that
+  // reads before writing fails on the reference backend too, not only on a GPU).
   virtual Tensor alloc(const Shape& shape, DType dtype) = 0;
   // Copies between this backend's device and the host (either direction) or within the
   // device. Same dtype and numel required.

@@ -36,9 +36,8 @@ std::vector<float> rope_inv_freq(const model::ModelConfig& c) {
   return inv;
 }
 
-Result<StepMetadata> allocate_step(KvBlockPool& pool,
-                                   const std::vector<const SequenceInput*>& inputs,
-                                   int64_t vocab_size) {
+Status check_step(const KvBlockPool& pool, const std::vector<const SequenceInput*>& inputs,
+                  int64_t vocab_size) {
   std::set<int64_t> seen;
   int64_t need = 0;
   for (const SequenceInput* in : inputs) {
@@ -54,6 +53,13 @@ Result<StepMetadata> allocate_step(KvBlockPool& pool,
     return resource_exhausted(
         "KV cache out of blocks: this batch needs {} more block(s), {} of {} free", need,
         pool.num_free_blocks(), pool.num_blocks());
+  return Status();
+}
+
+Result<StepMetadata> allocate_step(KvBlockPool& pool,
+                                   const std::vector<const SequenceInput*>& inputs,
+                                   int64_t vocab_size) {
+  SW_RETURN_IF_ERROR(check_step(pool, inputs, vocab_size));
   StepMetadata meta;
   for (const SequenceInput* in : inputs) {
     if (!pool.has_sequence(in->seq_id)) SW_RETURN_IF_ERROR(pool.add_sequence(in->seq_id));

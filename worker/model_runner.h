@@ -75,8 +75,11 @@ class StepExecutor {
   virtual Status free_sequence(int64_t seq_id, int kv_group) = 0;
 };
 
-// Validates the inputs of one KV group, checks the pool can hold them all, appends them and
-// returns their metadata in input order (inputs with no tokens are kept, with no blocks).
+// Validates the inputs of one KV group and checks the pool can hold them all; changes nothing.
+Status check_step(const KvBlockPool& pool, const std::vector<const SequenceInput*>& inputs,
+                  int64_t vocab_size);
+// check_step, then appends the inputs and returns their metadata in input order (inputs with
+// no tokens are kept, with no blocks).
 Result<StepMetadata> allocate_step(KvBlockPool& pool,
                                    const std::vector<const SequenceInput*>& inputs,
                                    int64_t vocab_size);

@@ -67,7 +67,9 @@ class CpuBackend final : public Backend {
     return is_float(dtype);
   }
 
-  Tensor alloc(const Shape& shape, DType dtype) override { return Tensor::empty(shape, dtype); }
+  Tensor alloc(const Shape& shape, DType dtype) override {
+    return Tensor::uninitialized(shape, dtype);
+  }
 
   Status copy(const Tensor& src, Tensor& dst) override {
     SW_RETURN_IF_ERROR(check_tensor(Device::kCpu, "copy", "src", src, -1));
