@@ -1,7 +1,50 @@
 // Op names and the backend factories that do not depend on CUDA being built.
 #include "kernels/backend.h"
 
+#include <algorithm>
+
 namespace sw::kernels {
+
+Tensor Backend::alloc(const Shape& shape, DType dtype) {
+  if (workspace_) return workspace_->take(*this, shape, dtype);
+  ++device_allocations_;
+  return allocate(shape, dtype);
+}
+
+Tensor Workspace::take(Backend& backend, const Shape& shape, DType dtype) {
+  const int64_t bytes = shape_numel(shape) * static_cast<int64_t>(dtype_size(dtype));
+  const int64_t begin = (used_ + kAlignment - 1) / kAlignment * kAlignment;
+  used_ = begin + bytes;
+  high_water_ = std::max(high_water_, used_);
+  if (used_ <= capacity_)
+    return Tensor(static_cast<char*>(arena_.data()) + base_ + begin, shape, dtype, arena_.device(),
+                  arena_.storage());
+  ++overflows_;
+  ++backend.device_allocations_;
+  return backend.allocate(shape, dtype);
+}
+
+bool Workspace::reserve(Backend& backend, int64_t bytes) {
+  used_ = 0;
+  if (bytes <= capacity_) return false;
+  // Round up so that a slowly growing step does not reallocate every time.
+  constexpr int64_t kGranule = int64_t{1} << 20;
+  const int64_t size = (bytes + kGranule - 1) / kGranule * kGranule;
+  arena_ = Tensor();  // give the old arena back before taking the new one
+  ++backend.device_allocations_;
+  arena_ = backend.allocate({size + kAlignment}, DType::kU8);
+  const auto addr = reinterpret_cast<uintptr_t>(arena_.data());
+  base_ = static_cast<int64_t>((kAlignment - addr % kAlignment) % kAlignment);
+  capacity_ = size;
+  return true;
+}
+
+bool Workspace::reset(Backend& backend) { return reserve(backend, high_water_); }
+
+void Workspace::advance_to(int64_t offset) {
+  used_ = std::max(used_, offset);
+  high_water_ = std::max(high_water_, used_);
+}
 
 const char* op_name(Op op) {
   switch (op) {

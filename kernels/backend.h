@@ -11,6 +11,7 @@
 //   except where noted (CPU scratch is allowed).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -64,6 +65,14 @@ struct AttentionParams {
   float scale = 1.f;  // softmax scale, usually 1/sqrt(head_dim)
 };
 
+struct MemoryInfo {
+  int64_t total_bytes = 0;   // the device's capacity (CPU: physical memory)
+  int64_t free_bytes = 0;    // free on the device now, as its driver reports it
+  int64_t in_use_bytes = 0;  // live allocations made by this backend (workspace arenas too)
+};
+
+class Workspace;
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -76,7 +85,15 @@ class Backend {
   // ---- memory ---------------------------------------------------------------------------
   // Contents are unspecified on every backend (the CPU does not zero-fill either, so code that
   // reads before writing fails on the reference backend too, not only on a GPU).
-  virtual Tensor alloc(const Shape& shape, DType dtype) = 0;
+  // While a Workspace is attached (WorkspaceScope), the tensor is carved from it and stays
+  // valid only until the workspace's next reset(); otherwise it is a device allocation of its
+  // own, counted by device_allocations().
+  Tensor alloc(const Shape& shape, DType dtype);
+  // Allocations that bypassed a workspace (or overflowed it) since the backend was made.
+  int64_t device_allocations() const { return device_allocations_; }
+  Workspace* workspace() const { return workspace_; }
+  // Device capacity and this backend's own use of it (for start-up sizing of the KV cache).
+  virtual MemoryInfo memory_info() const = 0;
   // Copies between this backend's device and the host (either direction) or within the
   // device. Same dtype and numel required.
   virtual Status copy(const Tensor& src, Tensor& dst) = 0;
@@ -180,8 +197,9 @@ class Backend {
   // Between begin_graph_capture() and end_graph_capture(key) ops are recorded, not run; a
   // later replay_graph(key) runs them again on the same device pointers. So every input
   // that changes between replays must live in a persistent device buffer that the caller
-  // rewrites (copy from the host) BEFORE replay; copies from or to the host, and ops that
-  // must read device data on the host (grouped_gemm's expert offsets), fail while capturing.
+  // rewrites (copy from the host) BEFORE replay. Copies from or to the host, synchronize()
+  // and sample() (per-row host parameters) fail while capturing; grouped_gemm switches to a
+  // kernel that reads the expert offsets on the device.
   // Memory allocated or freed while capturing stays reserved until clear_graphs().
   virtual bool supports_graphs() const { return false; }
   virtual Status begin_graph_capture() {
@@ -202,10 +220,79 @@ class Backend {
     return false;
   }
   virtual void clear_graphs() {}
+
+ protected:
+  // A fresh device allocation (what alloc() does with no workspace attached).
+  virtual Tensor allocate(const Shape& shape, DType dtype) = 0;
+
+ private:
+  friend class WorkspaceScope;
+  friend class Workspace;
+  Workspace* workspace_ = nullptr;
+  int64_t device_allocations_ = 0;
+};
+
+// A per-step arena: one device allocation that alloc() carves tensors from while attached, so
+// a step allocates nothing from the device. A step that needs more than the arena holds is
+// still served (the excess by ordinary allocations, counted as overflow) and the next reset()
+// grows the arena to that step's high-water mark, so after the largest step has been seen
+// once the steady state makes no device allocations at all.
+class Workspace {
+ public:
+  Workspace() = default;
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+
+  // Starts a new step: every tensor handed out before becomes invalid. Grows the arena first
+  // if the last steps needed more (returns true then: device pointers changed, so anything
+  // recorded against the old arena, such as a CUDA graph, must be dropped).
+  bool reset(Backend& backend);
+  // Makes the arena at least `bytes` large now (same return value as reset()).
+  bool reserve(Backend& backend, int64_t bytes);
+  // Bytes handed out since the last reset: a mark to rewind to, so that a layer's
+  // temporaries are reused by the next layer (kernels on one stream run in order, so reuse
+  // is safe once later work is queued behind earlier work).
+  int64_t used_bytes() const { return used_; }
+  void rewind_to(int64_t mark) { used_ = std::min(used_, mark); }
+  // Moves the mark forward (a replayed CUDA graph owns the bytes below its capture's mark).
+  void advance_to(int64_t offset);
+  int64_t capacity_bytes() const { return capacity_; }
+  int64_t high_water_bytes() const { return high_water_; }  // largest step so far
+  int64_t overflow_allocations() const { return overflows_; }
+
+  static constexpr int64_t kAlignment = 256;
+
+ private:
+  friend class Backend;
+  Tensor take(Backend& backend, const Shape& shape, DType dtype);
+
+  Tensor arena_;
+  int64_t base_ = 0;  // first aligned byte of arena_
+  int64_t capacity_ = 0, used_ = 0, high_water_ = 0, overflows_ = 0;
+};
+
+// Attaches `workspace` to `backend` for the scope's lifetime (nullptr: detaches), restoring
+// whatever was attached before.
+class WorkspaceScope {
+ public:
+  WorkspaceScope(Backend& backend, Workspace* workspace)
+      : backend_(backend), previous_(backend.workspace_) {
+    backend_.workspace_ = workspace;
+  }
+  ~WorkspaceScope() { backend_.workspace_ = previous_; }
+  WorkspaceScope(const WorkspaceScope&) = delete;
+  WorkspaceScope& operator=(const WorkspaceScope&) = delete;
+
+ private:
+  Backend& backend_;
+  Workspace* previous_;
 };
 
 // The CPU backend (always available). `num_threads` <= 0: OpenBLAS/OpenMP default.
-std::unique_ptr<Backend> make_cpu_backend(int num_threads = 0);
+// `graphs`: supports_graphs() is true and capture records the ops for replay (the same
+// contract as CUDA graphs, so code that drives graphs is tested on CPU too); off by default,
+// since replaying on a CPU saves nothing.
+std::unique_ptr<Backend> make_cpu_backend(int num_threads = 0, bool graphs = false);
 // The CUDA backend on `device_ordinal`, or an error saying why there is none (no GPU, built
 // without CUDA).
 Result<std::unique_ptr<Backend>> make_cuda_backend(int device_ordinal = 0);

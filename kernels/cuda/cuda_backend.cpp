@@ -20,6 +20,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_gemm.h"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/grouped_gemm_device.cuh"
 #include "kernels/cuda/moe.cuh"
 #include "kernels/cuda/rms_norm.cuh"
 #include "kernels/cuda/rope.cuh"
@@ -148,7 +149,19 @@ class CudaBackend final : public Backend {
   }
 
   // ---- memory -------------------------------------------------------------------------------
-  Tensor alloc(const Shape& shape, DType dtype) override {
+  MemoryInfo memory_info() const override {
+    MemoryInfo m;
+    size_t free = 0, total = 0;
+    if (cudaSetDevice(device_) == cudaSuccess && cudaMemGetInfo(&free, &total) == cudaSuccess) {
+      m.total_bytes = static_cast<int64_t>(total);
+      m.free_bytes = static_cast<int64_t>(free);
+    }
+    m.in_use_bytes = allocator_.stats().in_use_bytes;
+    return m;
+  }
+
+ protected:
+  Tensor allocate(const Shape& shape, DType dtype) override {
     const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
     if (bytes == 0) return Tensor(nullptr, shape, dtype, Device::kCuda);
     auto block = allocator_.allocate(bytes);
@@ -161,6 +174,7 @@ class CudaBackend final : public Backend {
     return Tensor(data, shape, dtype, Device::kCuda, std::move(storage));
   }
 
+ public:
   Status copy(const Tensor& src, Tensor& dst) override {
     if (src.dtype() != dst.dtype() || src.numel() != dst.numel())
       return invalid_argument("copy: src {} and dst {} need the same dtype and numel",
@@ -217,15 +231,30 @@ class CudaBackend final : public Backend {
                       n, k, elem(x.dtype()));
   }
 
-  // Reads expert_offsets on the host (one small D2H copy and a stream sync), then one GEMM per
-  // non-empty expert. Not capturable in a CUDA graph for that reason.
+  // Eagerly: reads expert_offsets on the host (one small D2H copy and a stream sync), then one
+  // cuBLASLt GEMM per non-empty expert. While capturing a graph (decode steps: a few rows per
+  // expert) the host cannot look, so a grouped-GEMV kernel reads the offsets on the device.
   Status grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& expert_offsets,
                       Tensor& out) override {
     SW_RETURN_IF_ERROR(validate_grouped_gemm(Device::kCuda, x, w, expert_offsets, out));
     const int64_t k = x.dim(1), e = w.dim(0), n = w.dim(1);
-    if (capturing_)
-      return unimplemented(
-          "grouped_gemm reads expert offsets on the host and cannot run inside a CUDA graph");
+    if (capturing_) {
+      if (e > 65535 || k >= (int64_t{1} << 30))
+        return invalid_argument("grouped_gemm in a CUDA graph: E={} (max 65535), K={} (< 2^30)", e,
+                                k);
+      cuda::GroupedGemmDeviceParams p;
+      p.x = x.data();
+      p.w = w.data();
+      p.expert_offsets = ptr<const int32_t>(expert_offsets);
+      p.out = out.data();
+      p.type = elem(x.dtype());
+      p.rows = x.dim(0);
+      p.n = n;
+      p.k = k;
+      p.experts = static_cast<int>(e);
+      SW_CUDA_RETURN_IF_ERROR(cuda::launch_grouped_gemm_device(p, stream_));
+      return Status::ok_status();
+    }
     Tensor host = Tensor::empty({e + 1}, DType::kI32);
     SW_RETURN_IF_ERROR(copy(expert_offsets, host));
     const int32_t* offs = host.data_as<int32_t>();

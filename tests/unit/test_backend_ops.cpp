@@ -60,6 +60,8 @@ BackendSlot& backend_for(const std::string& kind) {
   BackendSlot slot;
   if (kind == "cpu") {
     slot.backend = make_cpu_backend();
+  } else if (kind == "cpu-graphs") {
+    slot.backend = make_cpu_backend(0, /*graphs=*/true);
   } else if (kind == "cuda") {
     if (cuda_device_count() <= 0) {
       slot.skip_reason = "no CUDA device: cuda_device_count() == 0";
@@ -1209,6 +1211,108 @@ INSTANTIATE_TEST_SUITE_P(All, BackendOps,
                                                               std::string("cuda")),
                                             ::testing::Range(0, static_cast<int>(cases().size()))),
                          case_test_name);
+
+// ---- graphs: a capture records the ops; replays read whatever the buffers hold by then -----
+
+// Writes host values into an existing device buffer (what a runner does before a replay).
+void rewrite(Backend& be, const Tensor& host, Tensor& dev) {
+  Status st = be.copy(host, dev);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+}
+
+class BackendGraphs : public ::testing::TestWithParam<std::tuple<std::string, DType>> {};
+
+// One graph: y = grouped_gemm(x, w, offsets) then z = rms_norm(y) (two ops, so order
+// matters), captured before any input holds data. Three replays with new x and new offsets
+// (an empty expert, offsets[E] < R, then every row in one expert) must each match the
+// reference for that replay's inputs, and leave rows past offsets[E] as they were. On CUDA
+// this is the device-offset grouped GEMM; eagerly, grouped_gemm reads offsets on the host.
+TEST_P(BackendGraphs, ReplaysReadTheCurrentInputs) {
+  const auto& [kind, dt] = GetParam();
+  BackendSlot& slot = backend_for(kind);
+  if (!slot.backend) GTEST_SKIP() << slot.skip_reason;
+  Backend& be = *slot.backend;
+  if (!be.supports_graphs()) GTEST_SKIP() << be.name() << " has no graphs";
+  const int64_t E = 4, R = 13, N = 24, K = 40;
+  const float eps = 1e-6f;
+  Rng rng(seed_of(fmt::format("graphs/{}", short_dtype(dt))));
+  F64 w, norm_w;
+  Tensor dw = upload(be, host_floats(rand_floats(rng, E * N * K), {E, N, K}, dt, &w));
+  Tensor dnw = upload(be, host_floats(rand_floats(rng, N, 0.5f, 1.5f), {N}, dt, &norm_w));
+  Tensor dx = poisoned(be, {R, K}, dt), doffs = poisoned(be, {E + 1}, DType::kI32);
+  Tensor dy = poisoned(be, {R, N}, dt), dz = poisoned(be, {R, N}, dt);
+  const int64_t key = 7001;
+  SW_ASSERT_OK(be.begin_graph_capture());
+  Status st = be.grouped_gemm(dx, dw, doffs, dy);
+  if (st.ok()) st = be.rms_norm(dy, dnw, eps, dz);
+  const Status ended = be.end_graph_capture(key);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_TRUE(ended.ok()) << ended.to_string();
+  ASSERT_TRUE(be.has_graph(key));
+
+  const std::vector<std::vector<int32_t>> offsets = {
+      {0, 3, 3, 8, 10}, {0, 1, 5, 6, 13}, {0, 0, 0, 0, 13}};
+  for (size_t rep = 0; rep < offsets.size(); ++rep) {
+    SCOPED_TRACE(fmt::format("replay {} on {}", rep, be.name()));
+    const std::vector<int32_t>& offs = offsets[rep];
+    F64 x;
+    Tensor hx = host_floats(rand_floats(rng, R * K), {R, K}, dt, &x);
+    rewrite(be, hx, dx);
+    rewrite(be, Tensor::from_ints(offs, {E + 1}), doffs);
+    rewrite(be, poison_host({R, N}, dt), dy);
+    rewrite(be, poison_host({R, N}, dt), dz);
+    SW_ASSERT_OK(be.replay_graph(key));
+    const int64_t used = offs[E];
+    F64 want_y(static_cast<size_t>(used * N)), want_z(want_y.size());
+    for (int64_t ex = 0; ex < E; ++ex)
+      for (int64_t r = offs[ex]; r < offs[ex + 1]; ++r)
+        for (int64_t j = 0; j < N; ++j) {
+          double acc = 0;
+          for (int64_t p = 0; p < K; ++p) acc += x[r * K + p] * w[(ex * N + j) * K + p];
+          want_y[r * N + j] = round_to(dt, acc);  // z reads y as stored
+        }
+    for (int64_t r = 0; r < used; ++r) {
+      double ss = 0;
+      for (int64_t j = 0; j < N; ++j) ss += want_y[r * N + j] * want_y[r * N + j];
+      const double inv = 1.0 / std::sqrt(ss / static_cast<double>(N) + eps);
+      for (int64_t j = 0; j < N; ++j) want_z[r * N + j] = want_y[r * N + j] * inv * norm_w[j];
+    }
+    Tensor y = download(be, dy), z = download(be, dz);
+    expect_nmse(y.rows(0, used), want_y, tol_for(dt, 1e-10), "grouped_gemm rows < offsets[E]");
+    expect_nmse(z.rows(0, used), want_z, tol_for(dt), "rms_norm of them");
+    if (used < R)
+      expect_bits_equal(y.rows(used, R), poison_host({R - used, N}, dt),
+                        "rows past offsets[E] must be untouched");
+  }
+  be.clear_graphs();
+  EXPECT_FALSE(be.has_graph(key));
+}
+
+// What cannot be recorded says so at capture time, and the capture can still be ended.
+TEST_P(BackendGraphs, SamplingIsRefusedWhileCapturing) {
+  const auto& [kind, dt] = GetParam();
+  BackendSlot& slot = backend_for(kind);
+  if (!slot.backend) GTEST_SKIP() << slot.skip_reason;
+  Backend& be = *slot.backend;
+  if (!be.supports_graphs()) GTEST_SKIP() << be.name() << " has no graphs";
+  Tensor logits = poisoned(be, {2, 10}, DType::kF32), out = poisoned(be, {2}, DType::kI32);
+  SW_ASSERT_OK(be.begin_graph_capture());
+  const Status sampled = be.sample(logits, {SamplingRow{}, SamplingRow{}}, out);
+  SW_ASSERT_OK(be.end_graph_capture(7002));
+  EXPECT_EQ(sampled.code(), StatusCode::kUnimplemented) << sampled.to_string();
+  EXPECT_NE(sampled.message().find("graph"), std::string::npos) << sampled.message();
+  be.clear_graphs();
+}
+
+INSTANTIATE_TEST_SUITE_P(All, BackendGraphs,
+                         ::testing::Combine(::testing::Values(std::string("cpu-graphs"),
+                                                              std::string("cuda")),
+                                            ::testing::Values(DType::kF32, DType::kBF16)),
+                         [](const ::testing::TestParamInfo<BackendGraphs::ParamType>& info) {
+                           return fmt::format("{}_{}",
+                                              std::get<0>(info.param) == "cuda" ? "cuda" : "cpu",
+                                              short_dtype(std::get<1>(info.param)));
+                         });
 
 // The case table itself covers every op in kernels::Op, so a new op cannot go untested.
 TEST(BackendOpsTable, CoversEveryOp) {
