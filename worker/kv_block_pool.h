@@ -26,6 +26,7 @@ class KvBlockPool {
   int64_t num_blocks() const { return static_cast<int64_t>(ref_counts_.size()); }
   int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size()); }
   bool has_sequence(int64_t seq_id) const { return seqs_.count(seq_id) != 0; }
+  int64_t num_sequences() const { return static_cast<int64_t>(seqs_.size()); }
   // Blocks needed for `num_tokens` more tokens of a sequence (0 for an unknown one = new).
   int64_t blocks_needed(int64_t seq_id, int64_t num_tokens) const;
 

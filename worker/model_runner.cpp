@@ -2,6 +2,7 @@
 #include "worker/model_runner.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <numbers>
@@ -87,15 +88,93 @@ ModelRunner::ModelRunner(model::ModelConfig config, ModelWeights weights, kernel
       pool_(kv.num_blocks, kv.block_size),
       dtype_(weights_.layers.empty() ? weights_.embed.dtype()
                                      : weights_.layers[0].input_norm.dtype()) {
-  for (int l = 0; l < weights_.shard.num_layers(); ++l) {
-    Shape s = {kv.num_blocks, kv.block_size, weights_.shard.num_kv_heads(), config_.head_dim};
-    k_cache_.push_back(backend_.alloc(s, dtype_));
-    v_cache_.push_back(backend_.alloc(s, dtype_));
-  }
+  allocate_kv_cache(kv.num_blocks);
+  static std::atomic<int64_t> next_runner{0};
+  graph_key_base_ = next_runner.fetch_add(1) << 20;
   std::vector<float> inv = rope_inv_freq(config_);
   Tensor host = Tensor::from_floats(inv, {static_cast<int64_t>(inv.size())});
   inv_freq_ = backend_.alloc(host.shape(), DType::kF32);
   SW_CHECK(backend_.copy(host, inv_freq_).ok());
+}
+
+void ModelRunner::allocate_kv_cache(int64_t num_blocks) {
+  k_cache_.clear();  // the old cache goes back before the new one is taken
+  v_cache_.clear();
+  for (int l = 0; l < weights_.shard.num_layers(); ++l) {
+    Shape s = {num_blocks, pool_.block_size(), weights_.shard.num_kv_heads(), config_.head_dim};
+    k_cache_.push_back(backend_.alloc(s, dtype_));
+    v_cache_.push_back(backend_.alloc(s, dtype_));
+  }
+}
+
+int64_t ModelRunner::kv_block_bytes() const {
+  return int64_t{weights_.shard.num_layers()} * 2 * pool_.block_size() *
+         weights_.shard.num_kv_heads() * config_.head_dim *
+         static_cast<int64_t>(dtype_size(dtype_));
+}
+
+Result<int64_t> ModelRunner::fit_kv_cache_to_memory(double utilization, int64_t profile_tokens,
+                                                    int64_t min_blocks) {
+  if (!(utilization > 0 && utilization <= 1))
+    return invalid_argument("gpu_memory_utilization must be in (0, 1], got {}", utilization);
+  if (pool_.num_sequences() > 0)
+    return invalid_argument("fit_kv_cache_to_memory: the KV cache holds {} sequence(s)",
+                            pool_.num_sequences());
+  if (profile_tokens > 0) {
+    // The profile prompt: the largest step the scheduler sends, so the arena sees its peak.
+    SequenceInput in;
+    in.seq_id = -1;
+    in.tokens.assign(static_cast<size_t>(profile_tokens), 0);
+    auto r = step({in});
+    if (pool_.has_sequence(-1)) SW_RETURN_IF_ERROR(pool_.free_sequence(-1));
+    if (!r.ok())
+      return r.status().with_context(
+          fmt::format("profile step of {} tokens (max_num_batched_tokens)", profile_tokens));
+  }
+  SW_RETURN_IF_ERROR(backend_.synchronize());
+  drop_graphs();
+  allocate_kv_cache(0);
+  workspace_.reset(backend_);  // at the profiled size before memory is counted
+  const kernels::MemoryInfo mem = backend_.memory_info();
+  const int64_t budget = static_cast<int64_t>(static_cast<double>(mem.total_bytes) * utilization);
+  const int64_t per_block = kv_block_bytes();
+  const int64_t blocks =
+      per_block > 0 ? std::max<int64_t>(0, budget - mem.in_use_bytes) / per_block : min_blocks;
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  if (blocks < min_blocks) {
+    allocate_kv_cache(pool_.num_blocks());  // the runner stays usable as it was
+    return resource_exhausted(
+        "KV cache: {:.2f} GiB of device memory x gpu_memory_utilization {} = {:.2f} GiB, of "
+        "which weights, the {:.2f} GiB step workspace and buffers already take {:.2f} GiB; "
+        "that leaves {} blocks of {} tokens ({:.2f} MiB each) but at least {} are needed "
+        "(one sequence of the longest length); raise gpu_memory_utilization or lower "
+        "max_num_batched_tokens",
+        mem.total_bytes / kGiB, utilization, budget / kGiB, workspace_.capacity_bytes() / kGiB,
+        mem.in_use_bytes / kGiB, blocks, pool_.block_size(), per_block / (1024.0 * 1024.0),
+        min_blocks);
+  }
+  pool_ = KvBlockPool(blocks, pool_.block_size());
+  allocate_kv_cache(blocks);
+  return blocks;
+}
+
+void ModelRunner::set_decode_graphs(int max_batch) {
+  drop_graphs();
+  graph_max_batch_ = std::max(0, max_batch);
+  graph_ids_ = graph_positions_ = graph_slots_ = graph_seq_lens_ = graph_tables_ = Tensor();
+}
+
+int ModelRunner::graph_batch_size(int batch) const {
+  if (batch <= 0 || batch > graph_max_batch_) return 0;
+  int size = 1;
+  while (size < batch && size < 8) size *= 2;
+  if (size < batch) size = (batch + 7) / 8 * 8;
+  return std::min(size, graph_max_batch_);
+}
+
+void ModelRunner::drop_graphs() {
+  if (!graphs_.empty()) backend_.clear_graphs();
+  graphs_.clear();
 }
 
 Tensor ModelRunner::upload_i32(const std::vector<int32_t>& v, Shape shape) {
@@ -143,6 +222,10 @@ Result<StepResult> ModelRunner::step(const std::vector<SequenceInput>& batch) {
 }
 
 Result<StepResult> ModelRunner::execute(const StepMetadata& meta) {
+  // A grown arena moves every per-step buffer, so graphs recorded against it are stale.
+  if (workspace_.reset(backend_)) drop_graphs();
+  kernels::WorkspaceScope scope(backend_, &workspace_);
+  if (graph_eligible(meta)) return execute_decode_graph(meta);
   const int M = par_ ? par_->num_microbatches() : 1;
   if (M <= 1) return execute_microbatch(meta);
   // Contiguous runs of sequences with about T / M tokens each (some may be empty). Only the
@@ -281,26 +364,157 @@ Result<StepResult> ModelRunner::execute_microbatch(const StepMetadata& meta) {
   bt.pre_seq_lens = upload_i32(pre_lens, {num_prefill});
   bt.pre_tables = upload_i32(pre_tab, {num_prefill, pre_max});
 
-  // ---- Forward -----------------------------------------------------------------------------
   Tensor hidden = b.alloc({T, H}, dtype_);
   Tensor residual = b.alloc({T, H}, dtype_);
-  if (sh.has_embedding) {
-    SW_RETURN_IF_ERROR(b.embedding(bt.ids, weights_.embed, sh.vocab_begin, hidden));
-    if (par_) SW_RETURN_IF_ERROR(par_->tp_all_reduce(hidden));
-    SW_RETURN_IF_ERROR(b.copy(hidden, residual));
-  } else {
-    SW_CHECK_MSG(par_ != nullptr, "a shard without the embedding needs a previous pipeline stage");
-    SW_RETURN_IF_ERROR(par_->recv_from_prev_stage(hidden, residual));
-  }
-  for (int l = 0; l < sh.num_layers(); ++l)
-    SW_RETURN_IF_ERROR(
-        run_layer(l, bt, hidden, residual, collect_moe_metrics_ ? &result.moe_metrics : nullptr));
+  SW_RETURN_IF_ERROR(
+      forward(bt, hidden, residual, collect_moe_metrics_ ? &result.moe_metrics : nullptr));
   if (!sh.has_lm_head) {
     SW_CHECK_MSG(par_ != nullptr, "a shard without the LM head needs a next pipeline stage");
     SW_RETURN_IF_ERROR(par_->send_to_next_stage(hidden, residual));
     return result;
   }
   return finish(meta, row_of, hidden, residual, std::move(result));
+}
+
+Status ModelRunner::forward(const Batch& bt, Tensor& hidden, Tensor& residual,
+                            std::vector<moe::MoeLayerMetrics>* metrics) {
+  const ShardSpec& sh = weights_.shard;
+  if (sh.has_embedding) {
+    SW_RETURN_IF_ERROR(backend_.embedding(bt.ids, weights_.embed, sh.vocab_begin, hidden));
+    if (par_) SW_RETURN_IF_ERROR(par_->tp_all_reduce(hidden));
+    SW_RETURN_IF_ERROR(backend_.copy(hidden, residual));
+  } else {
+    SW_CHECK_MSG(par_ != nullptr, "a shard without the embedding needs a previous pipeline stage");
+    SW_RETURN_IF_ERROR(par_->recv_from_prev_stage(hidden, residual));
+  }
+  for (int l = 0; l < sh.num_layers(); ++l) {
+    const int64_t mark = workspace_.used_bytes();  // a layer's temporaries die with it
+    SW_RETURN_IF_ERROR(run_layer(l, bt, hidden, residual, metrics));
+    workspace_.rewind_to(mark);
+  }
+  return Status();
+}
+
+bool ModelRunner::graph_eligible(const StepMetadata& meta) const {
+  if (graph_max_batch_ <= 0 || !backend_.supports_graphs() || par_ != nullptr ||
+      collect_moe_metrics_ || meta.seqs.empty() ||
+      static_cast<int64_t>(meta.seqs.size()) > graph_max_batch_)
+    return false;
+  // A capacity limit depends on the token count, which padding changes.
+  if (config_.num_experts > 0 && (moe_options_.capacity_factor || moe_options_.capacity >= 0))
+    return false;
+  const int64_t width = std::min<int64_t>(
+      pool_.num_blocks(),
+      (config_.max_position_embeddings + pool_.block_size() - 1) / pool_.block_size());
+  for (const StepSequence& s : meta.seqs)
+    if (!is_decode(s) || static_cast<int64_t>(s.block_table.size()) > width) return false;
+  return true;
+}
+
+// Decode step from a graph: inputs go to persistent buffers (padding rows: token 0, no KV
+// write, zero context, so they attend to nothing), the captured forward produces float32
+// logits for every row, and sampling runs eagerly on the real rows (its parameters change
+// every step).
+Result<StepResult> ModelRunner::execute_decode_graph(const StepMetadata& meta) {
+  auto& b = backend_;
+  const int64_t B = static_cast<int64_t>(meta.seqs.size());
+  const int size = graph_batch_size(static_cast<int>(B));
+  const int block_size = pool_.block_size();
+  if (!graph_ids_.defined()) {
+    kernels::WorkspaceScope persistent(b, nullptr);
+    const int64_t n = graph_max_batch_;
+    graph_table_width_ = std::max<int64_t>(
+        1, std::min<int64_t>(pool_.num_blocks(),
+                             (config_.max_position_embeddings + block_size - 1) / block_size));
+    graph_ids_ = b.alloc({n}, DType::kI32);
+    graph_positions_ = b.alloc({n}, DType::kI32);
+    graph_slots_ = b.alloc({n}, DType::kI32);
+    graph_seq_lens_ = b.alloc({n}, DType::kI32);
+    graph_tables_ = b.alloc({n, graph_table_width_}, DType::kI32);
+  }
+  for (const BlockCopy& cp : meta.copies) {
+    for (size_t l = 0; l < k_cache_.size(); ++l) {
+      for (Tensor* cache : {&k_cache_[l], &v_cache_[l]}) {
+        Tensor dst = cache->rows(cp.dst, cp.dst + 1);
+        SW_RETURN_IF_ERROR(b.copy(cache->rows(cp.src, cp.src + 1), dst));
+      }
+    }
+  }
+  const int64_t W = graph_table_width_;
+  std::vector<int32_t> ids(size, 0), positions(size, 0), slots(size, -1), lens(size, 0);
+  std::vector<int32_t> tables(static_cast<size_t>(size * W), 0);
+  for (int64_t i = 0; i < B; ++i) {
+    const StepSequence& s = meta.seqs[i];
+    const int64_t pos = s.start_pos;
+    if (static_cast<int64_t>(s.block_table.size()) * block_size < pos + 1)
+      return invalid_argument("sequence {}: block table of {} blocks cannot hold {} tokens",
+                              s.seq_id, s.block_table.size(), pos + 1);
+    ids[i] = s.tokens[0];
+    positions[i] = static_cast<int32_t>(pos);
+    slots[i] =
+        static_cast<int32_t>(s.block_table[pos / block_size] * block_size + pos % block_size);
+    lens[i] = static_cast<int32_t>(pos + 1);
+    std::copy(s.block_table.begin(), s.block_table.end(), tables.begin() + i * W);
+  }
+  Batch bt;
+  bt.num_tokens = bt.num_decode = size;
+  bt.ids = graph_ids_.rows(0, size);
+  bt.positions = graph_positions_.rows(0, size);
+  bt.slots = graph_slots_.rows(0, size);
+  bt.dec_seq_lens = graph_seq_lens_.rows(0, size);
+  bt.dec_tables = graph_tables_.rows(0, size);
+  for (auto [host, dev] : {std::pair{&ids, &bt.ids}, std::pair{&positions, &bt.positions},
+                           std::pair{&slots, &bt.slots}, std::pair{&lens, &bt.dec_seq_lens},
+                           std::pair{&tables, &bt.dec_tables}}) {
+    Tensor src(host->data(), dev->shape(), DType::kI32, Device::kCpu);
+    SW_RETURN_IF_ERROR(b.copy(src, *dev));
+  }
+
+  const int64_t key = graph_key_base_ + size;
+  auto it = graphs_.find(size);
+  if (it == graphs_.end() || !b.has_graph(key)) {
+    // Capture: the ops are recorded, not run, so the replay below is the first execution.
+    CapturedGraph g;
+    SW_RETURN_IF_ERROR(b.begin_graph_capture());
+    Status st = [&]() -> Status {
+      const int64_t H = config_.hidden_size, V = config_.vocab_size;
+      Tensor hidden = b.alloc({size, H}, dtype_), residual = b.alloc({size, H}, dtype_);
+      SW_RETURN_IF_ERROR(forward(bt, hidden, residual, nullptr));
+      Tensor normed = b.alloc({size, H}, dtype_);
+      SW_RETURN_IF_ERROR(b.rms_norm(hidden, weights_.final_norm,
+                                    static_cast<float>(config_.rms_norm_eps), normed, &residual));
+      Tensor logits = b.alloc({size, V}, dtype_);
+      SW_RETURN_IF_ERROR(b.gemm(normed, weights_.lm_head, logits));
+      g.logits_f32 = logits;
+      if (dtype_ != DType::kF32) {
+        g.logits_f32 = b.alloc({size, V}, DType::kF32);
+        SW_RETURN_IF_ERROR(b.convert(logits, g.logits_f32));
+      }
+      return Status();
+    }();
+    const Status ended = b.end_graph_capture(key);
+    SW_RETURN_IF_ERROR(
+        st.with_context(fmt::format("capturing the decode graph for {} rows", size)));
+    SW_RETURN_IF_ERROR(ended);
+    g.arena_mark = workspace_.used_bytes();
+    it = graphs_.insert_or_assign(size, std::move(g)).first;
+    ++graph_captures_;
+  } else {
+    workspace_.advance_to(it->second.arena_mark);  // the graph's buffers stay its own
+  }
+  SW_RETURN_IF_ERROR(b.replay_graph(key));
+  ++graph_replays_;
+
+  StepResult result;
+  result.sampled.assign(meta.seqs.size(), -1);
+  result.logits_row.assign(meta.seqs.size(), -1);
+  std::vector<int64_t> sample_row(meta.seqs.size(), -1);
+  for (int64_t i = 0; i < B; ++i) {
+    if (meta.seqs[i].sample) sample_row[i] = i;
+    if (meta.seqs[i].keep_logits) result.logits_row[i] = i;
+  }
+  SW_RETURN_IF_ERROR(sample_and_keep(meta, it->second.logits_f32.rows(0, B), sample_row, result));
+  return result;
 }
 
 Result<StepResult> ModelRunner::finish(const StepMetadata& meta, const std::vector<int64_t>& row_of,
@@ -348,6 +562,15 @@ Result<StepResult> ModelRunner::finish(const StepMetadata& meta, const std::vect
     SW_RETURN_IF_ERROR(b.convert(logits, logits_f32));
   }
 
+  SW_RETURN_IF_ERROR(sample_and_keep(meta, logits_f32, sample_sel, result));
+  return result;
+}
+
+Status ModelRunner::sample_and_keep(const StepMetadata& meta, const Tensor& logits_f32,
+                                    const std::vector<int64_t>& sample_sel, StepResult& result) {
+  auto& b = backend_;
+  const auto& c = config_;
+  const int64_t N = logits_f32.dim(0);
   std::vector<kernels::SamplingRow> rows;
   std::vector<size_t> who;
   for (size_t i = 0; i < meta.seqs.size(); ++i)
@@ -393,7 +616,7 @@ Result<StepResult> ModelRunner::finish(const StepMetadata& meta, const std::vect
     }
     SW_RETURN_IF_ERROR(b.synchronize());
   }
-  return result;
+  return Status();
 }
 
 Status ModelRunner::run_moe(const LayerWeights& w, const Tensor& x, Tensor& out,

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -108,6 +109,34 @@ class ModelRunner : public StepExecutor {
   // Capacity and drop policy of MoE layers (top_k and renormalisation come from the config).
   void set_moe_options(const moe::MoeOptions& o) { moe_options_ = o; }
 
+  // Decode steps of up to `max_batch` sequences run as graphs (CUDA graphs; recorded ops on a
+  // CPU backend made with graphs on): the batch is padded to the next capture size (1, 2, 4,
+  // 8, then multiples of 8), captured on first use and replayed after. Only where a step can
+  // be replayed exactly: one process (no parallelism), MoE without a capacity limit and
+  // without metrics; other steps, and backends without graphs, run eagerly. 0: off.
+  void set_decode_graphs(int max_batch);
+  int decode_graph_max_batch() const { return graph_max_batch_; }
+  // Steps replayed from a graph, and graphs captured, since the runner was made.
+  int64_t graph_replays() const { return graph_replays_; }
+  int64_t graph_captures() const { return graph_captures_; }
+  // Capture size used for a decode batch of `batch` sequences (0: too large for graphs).
+  int graph_batch_size(int batch) const;
+
+  // Per-step temporaries come from this arena (one device allocation, grown to the largest
+  // step seen), so steady-state steps allocate no device memory.
+  const kernels::Workspace& workspace() const { return workspace_; }
+
+  // Start-up sizing of the KV cache from device memory, vLLM-style: runs one profile step of
+  // `profile_tokens` prompt tokens (the largest step the scheduler will send, so the arena
+  // reaches its full size), then replaces the cache with as many blocks as fit in
+  //   utilization * total memory - what this backend already holds (weights, arena, ...).
+  // The cache must hold the profile prompt when called. Errors (naming the numbers) when
+  // fewer than `min_blocks` blocks fit. Returns the new block count; the pool is empty after.
+  Result<int64_t> fit_kv_cache_to_memory(double utilization, int64_t profile_tokens,
+                                         int64_t min_blocks);
+  // Bytes of one KV block over every local layer (K and V).
+  int64_t kv_block_bytes() const;
+
  private:
   struct Batch;  // device metadata of one step
   Result<StepResult> execute_microbatch(const StepMetadata& meta);
@@ -117,6 +146,17 @@ class ModelRunner : public StepExecutor {
                  moe::MoeLayerMetrics* metrics);
   Result<StepResult> finish(const StepMetadata& meta, const std::vector<int64_t>& row_of,
                             Tensor& hidden, Tensor& residual, StepResult result);
+  // Samples the rows of logits_f32 [rows, V] that sample_row names (per input, -1: none) and
+  // copies out the rows of inputs with keep_logits (result.logits_row: first row per input).
+  Status sample_and_keep(const StepMetadata& meta, const Tensor& logits_f32,
+                         const std::vector<int64_t>& sample_row, StepResult& result);
+  // Embedding (or the previous stage's output) and this shard's layers.
+  Status forward(const Batch& bt, Tensor& hidden, Tensor& residual,
+                 std::vector<moe::MoeLayerMetrics>* metrics);
+  bool graph_eligible(const StepMetadata& meta) const;
+  Result<StepResult> execute_decode_graph(const StepMetadata& meta);
+  void allocate_kv_cache(int64_t num_blocks);
+  void drop_graphs();
   Tensor upload_i32(const std::vector<int32_t>& v, Shape shape);
 
   model::ModelConfig config_;
@@ -129,6 +169,21 @@ class ModelRunner : public StepExecutor {
   DType dtype_;
   bool collect_moe_metrics_ = false;
   moe::MoeOptions moe_options_;
+  kernels::Workspace workspace_;
+
+  // Decode graphs: persistent inputs sized for graph_max_batch_ rows and graph_table_width_
+  // block-table entries, and per capture size the arena mark after capture and the graph's
+  // float32 logits [size, V].
+  struct CapturedGraph {
+    int64_t arena_mark = 0;
+    Tensor logits_f32;
+  };
+  int graph_max_batch_ = 0;
+  int64_t graph_table_width_ = 0;
+  int64_t graph_key_base_ = 0;  // keys of this runner's graphs on a shared backend
+  Tensor graph_ids_, graph_positions_, graph_slots_, graph_seq_lens_, graph_tables_;
+  std::map<int, CapturedGraph> graphs_;
+  int64_t graph_replays_ = 0, graph_captures_ = 0;
 };
 
 }  // namespace sw::worker
