@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -293,13 +294,16 @@ sw::worker::ModelWeights device_weights(Backend& be, const sw::model::ModelConfi
 // Whole decode steps (host metadata, uploads, every kernel, sampling and its sync) of a
 // preset cut to two layers, against the bytes a step must read: the two layers' weights
 // (MoE: the experts a batch of `batch` tokens is expected to touch), the LM head and the KV.
+// With `graphs`, decode steps replay a captured CUDA graph (the first warm-up step captures),
+// so the two rows of one shape show what launch overhead costs.
 void bench_decode_step(Bench& b, sw::model::ModelConfig c, const std::string& name, int batch,
-                       int ctx) {
+                       int ctx, bool graphs) {
   c.num_hidden_layers = 2;
   const int bs = 16;
   const int64_t blocks = static_cast<int64_t>(batch) * ((ctx + 1 + bs - 1) / bs) + 8;
   sw::worker::ModelRunner runner(c, device_weights(b.be, c), b.be,
                                  sw::worker::KvCacheOptions{blocks, bs});
+  runner.set_decode_graphs(graphs ? batch : 0);
   std::vector<sw::worker::SequenceInput> prefill(static_cast<size_t>(batch));
   for (int i = 0; i < batch; ++i) {
     prefill[i].seq_id = i;
@@ -341,7 +345,12 @@ void bench_decode_step(Bench& b, sw::model::ModelConfig c, const std::string& na
   }
   const double bytes = 2.0 * (2.0 * layer + static_cast<double>(c.vocab_size) * h) +
                        2.0 * 2.0 * 2.0 * batch * (ctx + 6.0) * c.num_key_value_heads * d;
-  b.add("decode_step " + name,
+  if (graphs && runner.graph_replays() == 0) {
+    std::fprintf(stderr, "decode_step %s: graphs were asked for but never replayed\n",
+                 name.c_str());
+    std::exit(1);
+  }
+  b.add(std::string(graphs ? "decode_step_graph " : "decode_step ") + name,
         "2 layers B" + std::to_string(batch) + " ctx" + std::to_string(ctx) + " bf16",
         t[t.size() / 2], bytes, 0);
 }
@@ -399,7 +408,7 @@ int main(int argc, char** argv) {
     auto cfg = sw::model::load_model_config(preset);
     BENCH_CHECK(cfg.status());
     for (int batch : quick ? std::vector<int>{1} : std::vector<int>{1, 8, 32})
-      bench_decode_step(b, *cfg, preset, batch, 1024);
+      for (bool graphs : {false, true}) bench_decode_step(b, *cfg, preset, batch, 1024, graphs);
   }
 
   if (!json_path.empty()) {

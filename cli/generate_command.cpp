@@ -46,6 +46,8 @@ struct GenerateArgs {
   bool json = false;
   std::string dump_logits;
   int64_t num_kv_blocks = 0;
+  double gpu_memory_utilization = -1;  // < 0: 0.9 on cuda, off on cpu
+  int graph_max_batch = -1;            // < 0: 256 on cuda, 0 (eager) on cpu
   int kv_block_size = 16;
   int max_num_seqs = 256;
   int64_t max_num_batched_tokens = 2048;
@@ -209,9 +211,12 @@ Status run_generate(const GenerateArgs& a) {
     return invalid_argument("--dtype: expected float32, bfloat16 or float16, got '{}'", a.dtype);
   SW_ASSIGN_OR_RETURN(auto requests, build_requests(a));
 
+  const bool cuda = a.device == "cuda";
+  const int graph_max_batch =
+      a.graph_max_batch >= 0 ? a.graph_max_batch : (cuda ? std::min(a.max_num_seqs, 256) : 0);
   std::unique_ptr<kernels::Backend> backend;
   if (a.device == "cpu") {
-    backend = kernels::make_cpu_backend(a.threads);
+    backend = kernels::make_cpu_backend(a.threads, graph_max_batch > 0);
   } else if (a.device == "cuda") {
     SW_ASSIGN_OR_RETURN(backend, kernels::make_cuda_backend(0));
   } else {
@@ -238,10 +243,26 @@ Status run_generate(const GenerateArgs& a) {
   if (a.kv_block_size <= 0)
     return invalid_argument("--kv-block-size must be positive, got {}", a.kv_block_size);
   kv.num_blocks = a.num_kv_blocks;
-  if (kv.num_blocks <= 0) {  // enough for every request at once (rejected ones aside)
+  const double utilization =
+      a.gpu_memory_utilization >= 0 ? a.gpu_memory_utilization : (cuda ? 0.9 : 0.0);
+  const bool fit_to_memory = kv.num_blocks <= 0 && utilization > 0;
+  const int64_t profile_tokens =
+      std::min<int64_t>(a.max_num_batched_tokens, config.max_position_embeddings);
+  if (fit_to_memory) {  // room for the profile step now; the rest once it has run
+    kv.num_blocks = (profile_tokens + kv.block_size - 1) / kv.block_size;
+  } else if (kv.num_blocks <= 0) {  // enough for every request at once (rejected ones aside)
     kv.num_blocks = kv_blocks_for(requests, kv.block_size, config.max_position_embeddings);
   }
   worker::ModelRunner runner(config, std::move(weights), *backend, kv);
+  if (fit_to_memory) {
+    const int64_t longest = (config.max_position_embeddings + kv.block_size - 1) / kv.block_size;
+    SW_ASSIGN_OR_RETURN(int64_t blocks,
+                        runner.fit_kv_cache_to_memory(utilization, profile_tokens, longest));
+    spdlog::info("KV cache: {} blocks of {} tokens ({:.2f} GiB) from gpu_memory_utilization {}",
+                 blocks, kv.block_size,
+                 static_cast<double>(blocks * runner.kv_block_bytes()) / (1 << 30), utilization);
+  }
+  runner.set_decode_graphs(graph_max_batch);
   runner.set_collect_moe_metrics(a.verbose);
   worker::Generator gen(runner, worker::SchedulerOptions{a.max_num_seqs, a.max_num_batched_tokens});
   SW_ASSIGN_OR_RETURN(auto results, gen.generate(requests));
@@ -358,6 +379,13 @@ std::function<int()> add_generate_command(CLI::App& app) {
   g->add_option("--num-kv-blocks", a->num_kv_blocks,
                 "KV cache blocks (0 = enough for every prompt)")
       ->capture_default_str();
+  g->add_option("--gpu-memory-utilization", a->gpu_memory_utilization,
+                "Fraction of device memory for weights, the step workspace and the KV cache, "
+                "which takes what a profile step leaves (default 0.9 on cuda; on cpu the "
+                "cache is sized to the prompts unless this is given)");
+  g->add_option("--graph-max-batch", a->graph_max_batch,
+                "Decode steps of up to this many sequences replay captured graphs (default 256 "
+                "on cuda, 0 = eager on cpu, where graphs record ops for testing)");
   g->add_option("--kv-block-size", a->kv_block_size, "Tokens per KV block")->capture_default_str();
   g->add_option("--max-num-seqs", a->max_num_seqs, "Sequences per step")->capture_default_str();
   g->add_option("--max-num-batched-tokens", a->max_num_batched_tokens,
