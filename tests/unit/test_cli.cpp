@@ -55,6 +55,35 @@ TEST(Cli, GenerateIsReproducibleAndPrintsJson) {
             nlohmann::json::parse(s2.out)["output_ids"]);
 }
 
+// Decode graphs (recorded ops on the CPU backend) and a KV cache sized from memory after a
+// profile step give the tokens of the default eager run with a cache sized to the prompts.
+TEST(Cli, DecodeGraphsAndMemorySizedKvCacheGiveTheSameTokens) {
+  const std::string args = std::string("generate --model tiny-moe --load-format dummy --prompts ") +
+                           SHARDWISE_SOURCE_DIR + "/launch/prompts/sample.jsonl" +
+                           " --max-new-tokens 10 --ignore-eos --json --seed 5";
+  CliRun eager = run(args);
+  CliRun graphed = run(args + " --graph-max-batch 8 --gpu-memory-utilization 0.02");
+  ASSERT_EQ(eager.exit_code, 0) << eager.out;
+  ASSERT_EQ(graphed.exit_code, 0) << graphed.out;
+  std::istringstream a(eager.out), b(graphed.out);
+  std::string la, lb;
+  int lines = 0;
+  while (std::getline(a, la)) {
+    if (la.empty() || la[0] != '{') continue;
+    do {
+      ASSERT_TRUE(std::getline(b, lb)) << graphed.out;
+    } while (lb.empty() || lb[0] != '{');
+    EXPECT_EQ(nlohmann::json::parse(la)["output_ids"], nlohmann::json::parse(lb)["output_ids"])
+        << "line " << lines;
+    ++lines;
+  }
+  EXPECT_GE(lines, 3);
+  // Too small a fraction is refused with the numbers, not a crash.
+  CliRun tiny = run(args + " --gpu-memory-utilization 0.000001");
+  EXPECT_NE(tiny.exit_code, 0);
+  EXPECT_NE(tiny.out.find("gpu_memory_utilization"), std::string::npos) << tiny.out;
+}
+
 TEST(Cli, PromptsFileGivesOneJsonLinePerPrompt) {
   auto path = std::filesystem::path(::testing::TempDir()) / "prompts.jsonl";
   std::ofstream(path)
