@@ -21,19 +21,8 @@ constexpr int kDPerLane = kMaxAttentionHeadDim / 32;
 // Widens 8 consecutive elements starting at `p` (16-byte aligned when kVec).
 template <class CT, bool kVec>
 __device__ __forceinline__ void load8(const typename CT::Storage* p, float* out) {
-  if constexpr (kVec && sizeof(typename CT::Storage) == 2) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
-    const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      out[2 * i] = CT::load(static_cast<uint16_t>(w[i] & 0xffffu));
-      out[2 * i + 1] = CT::load(static_cast<uint16_t>(w[i] >> 16));
-    }
-  } else if constexpr (kVec) {
-    const float4 a = *reinterpret_cast<const float4*>(p);
-    const float4 b = *reinterpret_cast<const float4*>(p + 4);
-    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
-    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+  if constexpr (kVec) {
+    load8_aligned<CT>(p, out);
   } else {
 #pragma unroll
     for (int i = 0; i < 8; ++i) out[i] = CT::load(p[i]);

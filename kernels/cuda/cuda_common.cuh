@@ -54,6 +54,26 @@ __device__ __forceinline__ void store_elem(void* base, ElemType t, int64_t i, fl
   }
 }
 
+// Widens 8 consecutive elements at `p`, which must be 16-byte aligned, with one or two
+// 16-byte loads (the vector path of the K/V and weight streaming loops).
+template <class CT>
+__device__ __forceinline__ void load8_aligned(const typename CT::Storage* p, float* out) {
+  if constexpr (sizeof(typename CT::Storage) == 2) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+    const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      out[2 * i] = CT::load(static_cast<uint16_t>(w[i] & 0xffffu));
+      out[2 * i + 1] = CT::load(static_cast<uint16_t>(w[i] >> 16));
+    }
+  } else {
+    const float4 a = *reinterpret_cast<const float4*>(p);
+    const float4 b = *reinterpret_cast<const float4*>(p + 4);
+    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+  }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -27,19 +27,8 @@ static_assert(kRowsPerChunk * kColsPerWarp == 32, "one output per lane in the st
 template <class CT, bool kVec>
 __device__ __forceinline__ void load_step(const typename CT::Storage* __restrict__ row, int k0,
                                           int lane, float* out) {
-  if constexpr (kVec && sizeof(typename CT::Storage) == 2) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(row + k0 + lane * kPerLane);
-    const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      out[2 * i] = CT::load(static_cast<uint16_t>(w[i] & 0xffffu));
-      out[2 * i + 1] = CT::load(static_cast<uint16_t>(w[i] >> 16));
-    }
-  } else if constexpr (kVec) {
-    const float4* v = reinterpret_cast<const float4*>(row + k0 + lane * kPerLane);
-    const float4 a = v[0], b = v[1];
-    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
-    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+  if constexpr (kVec) {
+    load8_aligned<CT>(row + k0 + lane * kPerLane, out);
   } else {
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) out[j] = CT::load(row[k0 + lane + 32 * j]);

@@ -38,6 +38,16 @@ inline TestEngine make_engine(const model::ModelConfig& config, const model::Wei
   return e;
 }
 
+// One sequence's new tokens for a step (logits kept unless asked otherwise).
+inline worker::SequenceInput input(int64_t seq, std::vector<int32_t> tokens,
+                                   bool keep_logits = true) {
+  worker::SequenceInput in;
+  in.seq_id = seq;
+  in.tokens = std::move(tokens);
+  in.keep_logits = keep_logits;
+  return in;
+}
+
 inline model::ModelConfig config_from_json(const nlohmann::json& j) {
   auto c = model::parse_model_config(j, "test-config");
   EXPECT_TRUE(c.ok()) << c.status().to_string();

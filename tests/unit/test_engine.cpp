@@ -11,18 +11,11 @@ namespace sw {
 namespace {
 
 using testing::config_from_json;
+using testing::input;
 using testing::make_engine;
 using testing::max_rel_diff;
 using testing::seeded_tokens;
 using worker::SequenceInput;
-
-SequenceInput input(int64_t seq, std::vector<int32_t> tokens) {
-  SequenceInput in;
-  in.seq_id = seq;
-  in.tokens = std::move(tokens);
-  in.keep_logits = true;
-  return in;
-}
 
 // Logits rows of input i of a step result.
 std::vector<float> rows_of(const worker::StepResult& r, size_t i, int64_t n, int64_t vocab) {

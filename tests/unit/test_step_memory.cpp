@@ -14,6 +14,7 @@ namespace sw {
 namespace {
 
 using testing::config_from_json;
+using testing::input;
 using testing::make_engine;
 using testing::max_rel_diff;
 using testing::seeded_tokens;
@@ -85,14 +86,6 @@ nlohmann::json family(const std::string& type) {
     if (j["model_type"] == type) return j;
   ADD_FAILURE() << "no family config " << type;
   return {};
-}
-
-SequenceInput input(int64_t seq, std::vector<int32_t> tokens, bool keep_logits = true) {
-  SequenceInput in;
-  in.seq_id = seq;
-  in.tokens = std::move(tokens);
-  in.keep_logits = keep_logits;
-  return in;
 }
 
 class StepMemoryTest : public ::testing::TestWithParam<std::string> {};
