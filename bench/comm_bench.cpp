@@ -16,6 +16,7 @@
 #include "comm/device_memory.h"
 #include "comm/hierarchical_all_to_all.h"
 #include "comm/mpi/mpi_comm.h"
+#include "comm/mpi/mpi_program.h"
 #include "common/logging.h"
 #include "common/rng.h"
 #include "common/tensor.h"
@@ -261,11 +262,7 @@ std::vector<double> ping_pong(Communicator& c, int a, int b, const std::vector<d
 }  // namespace
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
-  int world_rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
-  sw::init_logging("warn", world_rank);
+  const int world_rank = sw::comm::start_mpi_program(&argc, &argv);
   CLI::App app{"Shardwise communication benchmark (run under mpirun)"};
   sw::comm::CommOptions opts;
   size_t min_bytes = 64, max_bytes = size_t{1} << 20;
@@ -282,13 +279,7 @@ int main(int argc, char** argv) {
   app.add_option("--backend", backend, "mpi | nccl (NCCL needs one GPU per rank)")
       ->check(CLI::IsMember({"mpi", "nccl"}));
   app.add_flag("--device", device, "device buffers (MPI stages them through pinned host memory)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    MPI_Finalize();
-    return rc;
-  }
+  if (auto rc = sw::comm::parse_or_finish(app, argc, argv)) return *rc;
   auto fail = [&](const Status& s) {
     fmt::print(stderr, "[rank {}] comm_bench: {}\n", world_rank, s.to_string());
     MPI_Abort(MPI_COMM_WORLD, 1);

@@ -1,6 +1,8 @@
 // One model step: metadata on the host, everything else as backend ops on the device.
 #include "worker/model_runner.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -161,7 +163,6 @@ Result<int64_t> ModelRunner::fit_kv_cache_to_memory(double utilization, int64_t 
 void ModelRunner::set_decode_graphs(int max_batch) {
   drop_graphs();
   graph_max_batch_ = std::max(0, max_batch);
-  graph_ids_ = graph_positions_ = graph_slots_ = graph_seq_lens_ = graph_tables_ = Tensor();
 }
 
 int ModelRunner::graph_batch_size(int batch) const {
@@ -172,9 +173,29 @@ int ModelRunner::graph_batch_size(int batch) const {
   return std::min(size, graph_max_batch_);
 }
 
+int64_t ModelRunner::graph_table_width() const {
+  const int64_t longest =
+      (config_.max_position_embeddings + pool_.block_size() - 1) / pool_.block_size();
+  return std::max<int64_t>(1, std::min(pool_.num_blocks(), longest));
+}
+
+Status ModelRunner::apply_block_copies(const std::vector<BlockCopy>& copies) {
+  for (const BlockCopy& cp : copies) {
+    for (size_t l = 0; l < k_cache_.size(); ++l) {
+      for (Tensor* cache : {&k_cache_[l], &v_cache_[l]}) {
+        Tensor dst = cache->rows(cp.dst, cp.dst + 1);
+        SW_RETURN_IF_ERROR(backend_.copy(cache->rows(cp.src, cp.src + 1), dst));
+      }
+    }
+  }
+  return Status();
+}
+
+// Also drops the persistent inputs: their width follows the KV pool, which may have changed.
 void ModelRunner::drop_graphs() {
   if (!graphs_.empty()) backend_.clear_graphs();
   graphs_.clear();
+  graph_ids_ = graph_positions_ = graph_slots_ = graph_seq_lens_ = graph_tables_ = Tensor();
 }
 
 Tensor ModelRunner::upload_i32(const std::vector<int32_t>& v, Shape shape) {
@@ -207,6 +228,20 @@ std::vector<int32_t> padded_tables(const std::vector<const StepSequence*>& seqs,
 }
 
 bool is_decode(const StepSequence& s) { return s.tokens.size() == 1 && s.start_pos > 0; }
+
+// The sequence's block table must cover its cached tokens plus this step's.
+Status check_table(const StepSequence& s, int block_size) {
+  const int64_t total = s.start_pos + static_cast<int64_t>(s.tokens.size());
+  if (static_cast<int64_t>(s.block_table.size()) * block_size < total)
+    return invalid_argument("sequence {}: block table of {} blocks cannot hold {} tokens", s.seq_id,
+                            s.block_table.size(), total);
+  return Status();
+}
+
+// KV slot (block * block_size + offset) of token position `pos` of the sequence.
+int32_t slot_of(const StepSequence& s, int64_t pos, int block_size) {
+  return static_cast<int32_t>(s.block_table[pos / block_size] * block_size + pos % block_size);
+}
 
 }  // namespace
 
@@ -289,14 +324,7 @@ Result<StepResult> ModelRunner::execute_microbatch(const StepMetadata& meta) {
   result.sampled.assign(meta.seqs.size(), -1);
   result.logits_row.assign(meta.seqs.size(), -1);
 
-  for (const BlockCopy& cp : meta.copies) {
-    for (size_t l = 0; l < k_cache_.size(); ++l) {
-      for (Tensor* cache : {&k_cache_[l], &v_cache_[l]}) {
-        Tensor dst = cache->rows(cp.dst, cp.dst + 1);
-        SW_RETURN_IF_ERROR(b.copy(cache->rows(cp.src, cp.src + 1), dst));
-      }
-    }
-  }
+  SW_RETURN_IF_ERROR(apply_block_copies(meta.copies));
 
   // ---- Execution order: decode tokens first, then prefill chunks ------------------------
   std::vector<size_t> order;
@@ -314,15 +342,12 @@ Result<StepResult> ModelRunner::execute_microbatch(const StepMetadata& meta) {
     const StepSequence& s = meta.seqs[order[oi]];
     row_of[order[oi]] = static_cast<int64_t>(ids.size());
     const int64_t total = s.start_pos + static_cast<int64_t>(s.tokens.size());
-    if (static_cast<int64_t>(s.block_table.size()) * block_size < total)
-      return invalid_argument("sequence {}: block table of {} blocks cannot hold {} tokens",
-                              s.seq_id, s.block_table.size(), total);
+    SW_RETURN_IF_ERROR(check_table(s, block_size));
     for (size_t j = 0; j < s.tokens.size(); ++j) {
       const int64_t pos = s.start_pos + static_cast<int64_t>(j);
       ids.push_back(s.tokens[j]);
       positions.push_back(static_cast<int32_t>(pos));
-      slots.push_back(
-          static_cast<int32_t>(s.block_table[pos / block_size] * block_size + pos % block_size));
+      slots.push_back(slot_of(s, pos, block_size));
     }
     if (static_cast<int64_t>(oi) < bt.num_decode) {
       dec_lens.push_back(static_cast<int32_t>(total));
@@ -403,9 +428,7 @@ bool ModelRunner::graph_eligible(const StepMetadata& meta) const {
   // A capacity limit depends on the token count, which padding changes.
   if (config_.num_experts > 0 && (moe_options_.capacity_factor || moe_options_.capacity >= 0))
     return false;
-  const int64_t width = std::min<int64_t>(
-      pool_.num_blocks(),
-      (config_.max_position_embeddings + pool_.block_size() - 1) / pool_.block_size());
+  const int64_t width = graph_table_width();
   for (const StepSequence& s : meta.seqs)
     if (!is_decode(s) || static_cast<int64_t>(s.block_table.size()) > width) return false;
   return true;
@@ -423,36 +446,23 @@ Result<StepResult> ModelRunner::execute_decode_graph(const StepMetadata& meta) {
   if (!graph_ids_.defined()) {
     kernels::WorkspaceScope persistent(b, nullptr);
     const int64_t n = graph_max_batch_;
-    graph_table_width_ = std::max<int64_t>(
-        1, std::min<int64_t>(pool_.num_blocks(),
-                             (config_.max_position_embeddings + block_size - 1) / block_size));
     graph_ids_ = b.alloc({n}, DType::kI32);
     graph_positions_ = b.alloc({n}, DType::kI32);
     graph_slots_ = b.alloc({n}, DType::kI32);
     graph_seq_lens_ = b.alloc({n}, DType::kI32);
-    graph_tables_ = b.alloc({n, graph_table_width_}, DType::kI32);
+    graph_tables_ = b.alloc({n, graph_table_width()}, DType::kI32);
   }
-  for (const BlockCopy& cp : meta.copies) {
-    for (size_t l = 0; l < k_cache_.size(); ++l) {
-      for (Tensor* cache : {&k_cache_[l], &v_cache_[l]}) {
-        Tensor dst = cache->rows(cp.dst, cp.dst + 1);
-        SW_RETURN_IF_ERROR(b.copy(cache->rows(cp.src, cp.src + 1), dst));
-      }
-    }
-  }
-  const int64_t W = graph_table_width_;
+  SW_RETURN_IF_ERROR(apply_block_copies(meta.copies));
+  const int64_t W = graph_tables_.dim(1);
   std::vector<int32_t> ids(size, 0), positions(size, 0), slots(size, -1), lens(size, 0);
   std::vector<int32_t> tables(static_cast<size_t>(size * W), 0);
   for (int64_t i = 0; i < B; ++i) {
     const StepSequence& s = meta.seqs[i];
     const int64_t pos = s.start_pos;
-    if (static_cast<int64_t>(s.block_table.size()) * block_size < pos + 1)
-      return invalid_argument("sequence {}: block table of {} blocks cannot hold {} tokens",
-                              s.seq_id, s.block_table.size(), pos + 1);
+    SW_RETURN_IF_ERROR(check_table(s, block_size));
     ids[i] = s.tokens[0];
     positions[i] = static_cast<int32_t>(pos);
-    slots[i] =
-        static_cast<int32_t>(s.block_table[pos / block_size] * block_size + pos % block_size);
+    slots[i] = slot_of(s, pos, block_size);
     lens[i] = static_cast<int32_t>(pos + 1);
     std::copy(s.block_table.begin(), s.block_table.end(), tables.begin() + i * W);
   }
@@ -493,9 +503,15 @@ Result<StepResult> ModelRunner::execute_decode_graph(const StepMetadata& meta) {
       return Status();
     }();
     const Status ended = b.end_graph_capture(key);
-    SW_RETURN_IF_ERROR(
-        st.with_context(fmt::format("capturing the decode graph for {} rows", size)));
-    SW_RETURN_IF_ERROR(ended);
+    if (!st.ok() || !ended.ok()) {
+      // Nothing ran and nothing was appended: the step is still whole, so serve it eagerly
+      // and stop trying graphs rather than fail requests.
+      spdlog::warn("decode graphs off: capturing {} rows failed: {}", size,
+                   (st.ok() ? ended : st).to_string());
+      drop_graphs();
+      graph_max_batch_ = 0;
+      return execute_microbatch(meta);
+    }
     g.arena_mark = workspace_.used_bytes();
     it = graphs_.insert_or_assign(size, std::move(g)).first;
     ++graph_captures_;

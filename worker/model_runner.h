@@ -113,7 +113,8 @@ class ModelRunner : public StepExecutor {
   // CPU backend made with graphs on): the batch is padded to the next capture size (1, 2, 4,
   // 8, then multiples of 8), captured on first use and replayed after. Only where a step can
   // be replayed exactly: one process (no parallelism), MoE without a capacity limit and
-  // without metrics; other steps, and backends without graphs, run eagerly. 0: off.
+  // without metrics; other steps, and backends without graphs, run eagerly. If a capture
+  // fails, that step runs eagerly and graphs are switched off (with a warning). 0: off.
   void set_decode_graphs(int max_batch);
   int decode_graph_max_batch() const { return graph_max_batch_; }
   // Steps replayed from a graph, and graphs captured, since the runner was made.
@@ -156,6 +157,9 @@ class ModelRunner : public StepExecutor {
   bool graph_eligible(const StepMetadata& meta) const;
   Result<StepResult> execute_decode_graph(const StepMetadata& meta);
   void allocate_kv_cache(int64_t num_blocks);
+  Status apply_block_copies(const std::vector<BlockCopy>& copies);  // copy-on-write, first
+  // Block-table entries of the graphs' persistent table: the model's longest sequence.
+  int64_t graph_table_width() const;
   void drop_graphs();
   Tensor upload_i32(const std::vector<int32_t>& v, Shape shape);
 
@@ -171,7 +175,7 @@ class ModelRunner : public StepExecutor {
   moe::MoeOptions moe_options_;
   kernels::Workspace workspace_;
 
-  // Decode graphs: persistent inputs sized for graph_max_batch_ rows and graph_table_width_
+  // Decode graphs: persistent inputs sized for graph_max_batch_ rows and graph_table_width()
   // block-table entries, and per capture size the arena mark after capture and the graph's
   // float32 logits [size, V].
   struct CapturedGraph {
@@ -179,7 +183,6 @@ class ModelRunner : public StepExecutor {
     Tensor logits_f32;
   };
   int graph_max_batch_ = 0;
-  int64_t graph_table_width_ = 0;
   int64_t graph_key_base_ = 0;  // keys of this runner's graphs on a shared backend
   Tensor graph_ids_, graph_positions_, graph_slots_, graph_seq_lens_, graph_tables_;
   std::map<int, CapturedGraph> graphs_;

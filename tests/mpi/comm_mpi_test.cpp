@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "comm/mpi/mpi_comm.h"
+#include "comm/mpi/mpi_program.h"
 #include "common/logging.h"
 #include "tests/mpi/comm_suite.h"
 
@@ -53,9 +54,7 @@ int timeout_test(Communicator& world, double timeout_s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
-  sw::init_logging("warn", world_rank());
+  sw::comm::start_mpi_program(&argc, &argv);
   CLI::App app{"comm MPI self-checking suite"};
   int ranks_per_node = 0;
   std::vector<int> group;
@@ -65,13 +64,7 @@ int main(int argc, char** argv) {
   app.add_option("--group", group, "FIRST LAST: run on the sub-group of world ranks")->expected(2);
   app.add_flag("--timeout-test", timeout_mode, "one rank skips a collective");
   app.add_option("--timeout", timeout_s, "comm.timeout_s");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    MPI_Finalize();
-    return rc;
-  }
+  if (auto rc = sw::comm::parse_or_finish(app, argc, argv)) return *rc;
   sw::comm::CommOptions opts;
   opts.ranks_per_node = ranks_per_node;
   opts.timeout_s = timeout_s;

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "comm/mpi/mpi_comm.h"
+#include "comm/mpi/mpi_program.h"
 #include "common/logging.h"
 #include "moe/capacity.h"
 #include "moe/expert_dispatcher.h"
@@ -90,21 +91,11 @@ int64_t run_case(comm::Communicator& world, std::optional<double> capacity_facto
 }  // namespace
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  sw::init_logging("warn", rank);
+  const int rank = sw::comm::start_mpi_program(&argc, &argv);
   CLI::App app{"ExpertDispatcher under MPI"};
   int ranks_per_node = 0;
   app.add_option("--ranks-per-node", ranks_per_node, "emulated ranks per node (0 = detect)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    MPI_Finalize();
-    return rc;
-  }
+  if (auto rc = sw::comm::parse_or_finish(app, argc, argv)) return *rc;
   sw::comm::CommOptions opts;
   opts.ranks_per_node = ranks_per_node;
   opts.timeout_s = 30;
