@@ -68,4 +68,15 @@ const char* op_name(Op op) {
   return "unknown";
 }
 
+Result<std::unique_ptr<Backend>> make_backend(const std::string& device, const BackendOptions& o) {
+  if (device == "cpu") {
+    if (o.num_threads < 0 || o.num_threads > BackendOptions::kMaxThreads)
+      return invalid_argument("cpu backend: {} threads requested; expected 0 (all cores) to {}",
+                              o.num_threads, BackendOptions::kMaxThreads);
+    return make_cpu_backend(o.num_threads, o.graphs);
+  }
+  if (device == "cuda") return make_cuda_backend(o.device_ordinal);
+  return invalid_argument("device '{}': expected cpu or cuda", device);
+}
+
 }  // namespace sw::kernels

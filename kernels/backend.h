@@ -98,6 +98,9 @@ class Backend {
   // device. Same dtype and numel required.
   virtual Status copy(const Tensor& src, Tensor& dst) = 0;
   virtual Status synchronize() = 0;
+  // Makes the calling thread able to use this backend (CUDA: selects its device, which is
+  // per thread). Call it first on any thread other than the one that made the backend.
+  virtual Status bind_current_thread() { return Status(); }
 
   // ---- ops --------------------------------------------------------------------------------
   // out[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]) (+ out if accumulate). Weight layout is
@@ -298,5 +301,17 @@ std::unique_ptr<Backend> make_cpu_backend(int num_threads = 0, bool graphs = fal
 Result<std::unique_ptr<Backend>> make_cuda_backend(int device_ordinal = 0);
 // Number of CUDA devices visible (0 without a GPU or without CUDA support).
 int cuda_device_count();
+
+struct BackendOptions {
+  int num_threads = 0;     // cpu: OpenMP/OpenBLAS threads, 0 = all cores; at most kMaxThreads
+  bool graphs = false;     // cpu: record-and-replay graphs (CUDA always has graphs)
+  int device_ordinal = 0;  // cuda: which GPU
+  static constexpr int kMaxThreads = 1024;
+};
+// The backend for a configured device name ("cpu" | "cuda"): the one place where a device
+// string (runtime.device, --device) becomes a backend. Errors name the value and what was
+// expected.
+Result<std::unique_ptr<Backend>> make_backend(const std::string& device,
+                                              const BackendOptions& options = {});
 
 }  // namespace sw::kernels

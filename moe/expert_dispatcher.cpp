@@ -212,10 +212,7 @@ Result<MoeLayerMetrics> ExpertDispatcher::metrics(const DispatchHandle& h) {
   m.tokens_per_expert.assign(buf.begin(), buf.begin() + E);
   m.num_assignments = buf[E];
   m.num_dropped = buf[E] - buf[E + 1];
-  const int64_t max_load =
-      *std::max_element(m.tokens_per_expert.begin(), m.tokens_per_expert.end());
-  m.imbalance =
-      buf[E + 1] > 0 ? static_cast<double>(max_load) * E / static_cast<double>(buf[E + 1]) : 0.0;
+  m.finalize();
   return m;
 }
 

@@ -46,18 +46,46 @@ Status moe_ffn(kernels::Backend& b, const Tensor& x, const Tensor& router_w,
     SW_RETURN_IF_ERROR(b.synchronize());
     const int32_t* off = host.data_as<int32_t>();
     metrics->tokens_per_expert.assign(E, 0);
-    int64_t kept = 0, max_load = 0;
+    int64_t kept = 0;
     for (int e = 0; e < E; ++e) {
       metrics->tokens_per_expert[e] = off[e + 1] - off[e];
       kept += metrics->tokens_per_expert[e];
-      max_load = std::max(max_load, metrics->tokens_per_expert[e]);
     }
     metrics->num_assignments = R;
     metrics->num_dropped = R - kept;
-    metrics->imbalance =
-        kept > 0 ? static_cast<double>(max_load) * E / static_cast<double>(kept) : 0.0;
+    metrics->finalize();
   }
   return Status();
+}
+
+void MoeLayerMetrics::merge(const MoeLayerMetrics& o) {
+  if (tokens_per_expert.size() < o.tokens_per_expert.size())
+    tokens_per_expert.resize(o.tokens_per_expert.size(), 0);
+  for (size_t e = 0; e < o.tokens_per_expert.size(); ++e)
+    tokens_per_expert[e] += o.tokens_per_expert[e];
+  num_assignments += o.num_assignments;
+  num_dropped += o.num_dropped;
+}
+
+void MoeLayerMetrics::finalize() {
+  int64_t kept = 0, max_load = 0;
+  for (int64_t n : tokens_per_expert) {
+    kept += n;
+    max_load = std::max(max_load, n);
+  }
+  imbalance = kept > 0
+                  ? static_cast<double>(max_load) * static_cast<double>(tokens_per_expert.size()) /
+                        static_cast<double>(kept)
+                  : 0.0;
+}
+
+void merge_layer_metrics(std::vector<MoeLayerMetrics>& into,
+                         const std::vector<MoeLayerMetrics>& other) {
+  if (into.size() < other.size()) into.resize(other.size());
+  for (size_t l = 0; l < other.size(); ++l) {
+    into[l].merge(other[l]);
+    into[l].finalize();
+  }
 }
 
 }  // namespace sw::moe

@@ -27,8 +27,17 @@ struct MoeLayerMetrics {
   std::vector<int64_t> tokens_per_expert;  // kept assignments per expert
   int64_t num_assignments = 0;             // T * k
   int64_t num_dropped = 0;
-  double imbalance = 0.0;  // max / mean of tokens_per_expert
+  double imbalance = 0.0;  // max / mean of tokens_per_expert (set by finalize())
+
+  // Adds another count of the same layer (another step, micro-batch or dp group); the
+  // imbalance is stale until finalize().
+  void merge(const MoeLayerMetrics& other);
+  // Derives the imbalance from the counts.
+  void finalize();
 };
+// Merges per-layer lists (layer l into layer l, growing `into` as needed), then finalizes.
+void merge_layer_metrics(std::vector<MoeLayerMetrics>& into,
+                         const std::vector<MoeLayerMetrics>& other);
 
 // Capacity for `num_tokens` routed tokens under `o` (-1: dropless).
 int64_t capacity_for(const MoeOptions& o, int64_t num_tokens, int num_experts);

@@ -128,18 +128,25 @@ Result<std::optional<ControlMessage>> ControlChannel::receive(double timeout_s) 
   while (true) {
     tick();
     auto now = std::chrono::steady_clock::now();
-    if (now >= deadline) return std::optional<ControlMessage>();
-    auto wake = std::min(deadline, next_heartbeat_);
-    long ms = static_cast<long>(
-                  std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count()) +
-              1;
+    // Past the deadline one more poll that does not wait: what is queued is still read, so a
+    // zero timeout drains the socket without blocking.
+    const bool expired = now >= deadline;
+    long ms = 0;
+    if (!expired)
+      ms = static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::min(deadline, next_heartbeat_) - now)
+                                 .count()) +
+           1;
     zmq::pollitem_t items[] = {{sock_.handle(), 0, ZMQ_POLLIN, 0}};
     try {
       zmq::poll(items, 1, std::chrono::milliseconds(ms));
     } catch (const zmq::error_t& e) {
       return unavailable("control receive on {}: poll failed: {}", endpoint_, e.what());
     }
-    if (!(items[0].revents & ZMQ_POLLIN)) continue;
+    if (!(items[0].revents & ZMQ_POLLIN)) {
+      if (expired) return std::optional<ControlMessage>();
+      continue;
+    }
     std::vector<zmq::message_t> frames;
     try {
       while (true) {

@@ -33,11 +33,13 @@ class ControlChannel {
 
   Role role() const { return role_; }
   const std::string& endpoint() const { return endpoint_; }  // the bound/connected address
+  const CommOptions& options() const { return opts_; }
   // Coordinator: to worker `peer`; worker: to the coordinator (peer ignored).
   Status send(const std::string& peer, MessageType type, uint64_t request_id,
               std::string_view payload);
   // Waits up to timeout_s for one application message, sending due heartbeats and absorbing
-  // heartbeats, hellos and rejected messages meanwhile. nullopt on timeout.
+  // heartbeats, hellos and rejected messages meanwhile. nullopt on timeout; 0 takes a message
+  // that is already queued without waiting.
   Result<std::optional<ControlMessage>> receive(double timeout_s);
   // Sends due heartbeats and updates liveness; receive() calls it too.
   void tick();

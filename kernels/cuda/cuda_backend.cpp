@@ -143,6 +143,10 @@ class CudaBackend final : public Backend {
 
   Device device() const override { return Device::kCuda; }
   std::string name() const override { return "cuda"; }
+  Status bind_current_thread() override {
+    SW_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    return Status::ok_status();
+  }
   bool supports(Op op, DType dtype) const override {
     (void)op;  // every op is implemented for every float activation dtype
     return is_float(dtype);
