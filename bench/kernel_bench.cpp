@@ -244,7 +244,7 @@ void bench_preset_gemms(Bench& b, const sw::model::ModelConfig& c, const std::st
 // Philox generator: the step's speed does not depend on the values.
 sw::worker::ModelWeights device_weights(Backend& be, const sw::model::ModelConfig& c) {
   sw::worker::ModelWeights w;
-  w.shard = sw::worker::ShardSpec::full(c);
+  w.shard = sw::model::ShardSpec::full(c);
   const DType dt = DType::kBF16;
   const int64_t h = c.hidden_size, d = c.head_dim;
   const float lin = 1.f / std::sqrt(static_cast<float>(h));
@@ -300,26 +300,33 @@ void bench_decode_step(Bench& b, sw::model::ModelConfig c, const std::string& na
                        int ctx, bool graphs) {
   c.num_hidden_layers = 2;
   const int bs = 16;
-  const int64_t blocks = static_cast<int64_t>(batch) * ((ctx + 1 + bs - 1) / bs) + 8;
+  // Each sequence owns a contiguous run of blocks with room for the steps below.
+  const int64_t per_seq = (ctx + 16 + bs - 1) / bs;
+  const int64_t blocks = static_cast<int64_t>(batch) * per_seq;
   sw::worker::ModelRunner runner(c, device_weights(b.be, c), b.be,
                                  sw::worker::KvCacheOptions{blocks, bs});
   runner.set_decode_graphs(graphs ? batch : 0);
-  std::vector<sw::worker::SequenceInput> prefill(static_cast<size_t>(batch));
+  sw::worker::StepMetadata step;
   for (int i = 0; i < batch; ++i) {
-    prefill[i].seq_id = i;
-    prefill[i].tokens.assign(static_cast<size_t>(ctx), 1 + i);
+    sw::worker::StepSequence& s = step.seqs.emplace_back();
+    s.seq_id = i;
+    s.tokens.assign(static_cast<size_t>(ctx), 1 + i);
+    for (int64_t k = 0; k < per_seq; ++k)
+      s.block_table.push_back(static_cast<int32_t>(i * per_seq + k));
   }
-  auto r0 = runner.step(prefill);
+  auto r0 = runner.execute(step);
   BENCH_CHECK(r0.status());
-  std::vector<sw::worker::SequenceInput> dec(static_cast<size_t>(batch));
   for (int i = 0; i < batch; ++i) {
-    dec[i].seq_id = i;
-    dec[i].tokens = {r0->sampled[i]};
+    step.seqs[i].start_pos = ctx;
+    step.seqs[i].tokens = {r0->sampled[i]};
   }
   auto once = [&] {
-    auto r = runner.step(dec);
+    auto r = runner.execute(step);
     BENCH_CHECK(r.status());
-    for (int i = 0; i < batch; ++i) dec[i].tokens = {r->sampled[i]};
+    for (int i = 0; i < batch; ++i) {
+      step.seqs[i].start_pos += 1;
+      step.seqs[i].tokens = {r->sampled[i]};
+    }
   };
   // Each step appends a token: keep within the pool by running few reps.
   for (int i = 0; i < 2; ++i) once();

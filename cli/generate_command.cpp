@@ -1,31 +1,25 @@
-// `shardwise generate`: load a model (folder or preset), run prompts through the generation
-// loop on one backend, print tokens (text or JSON lines) and optionally dump logits (.npy).
-#include <mpi.h>
+// `shardwise generate`: run a fixed list of prompts through the engine and print tokens (text
+// or JSON lines), optionally dumping logits (.npy). One process (--model: the engine with one
+// local instance) or a cluster under mpirun (--config: coordinator/cluster_job runs the job).
+// This file only builds the engine, feeds it and prints.
 #include <spdlog/spdlog.h>
 
-#include <chrono>
-#include <cstdio>
-#include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "cli/commands.h"
-#include "comm/control/control_channel.h"
-#include "common/json_fields.h"
+#include "cli/prompts.h"
 #include "common/npy.h"
-#include "coordinator/distributed_executor.h"
-#include "kernels/backend.h"
-#include "model/model_config.h"
-#include "model/weight_source.h"
-#include "worker/cluster_runtime.h"
-#include "worker/generator.h"
-#include "worker/model_runner.h"
-#include "worker/model_weights.h"
+#include "coordinator/cluster_job.h"
+#include "coordinator/local_engine.h"
 
 namespace sw::cli {
 
 namespace {
+
+using coordinator::Clock;
+using coordinator::RequestSpec;
 
 struct GenerateArgs {
   std::string config;  // cluster YAML: run partitioned under mpirun
@@ -36,7 +30,7 @@ struct GenerateArgs {
   std::string device = "cpu";
   std::string prompt_ids;
   std::string prompts_file;
-  int max_new_tokens = 16;
+  int64_t max_new_tokens = 16;
   float temperature = 0.f;
   int top_k = 0;
   float top_p = 1.f;
@@ -51,29 +45,19 @@ struct GenerateArgs {
   int kv_block_size = 16;
   int max_num_seqs = 256;
   int64_t max_num_batched_tokens = 2048;
+  std::string scheduler_policy = "decode_priority";
   int threads = 0;
 };
 
-Result<std::vector<int32_t>> parse_ids(const std::string& text, const std::string& what) {
-  std::vector<int32_t> ids;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
-    if (a == std::string::npos) return invalid_argument("{}: empty token id in '{}'", what, text);
-    item = item.substr(a, b - a + 1);
-    char* end = nullptr;
-    long v = std::strtol(item.c_str(), &end, 10);
-    if (*end != '\0' || v < 0 || v > INT32_MAX)
-      return invalid_argument("{}: '{}' is not a non-negative token id", what, item);
-    ids.push_back(static_cast<int32_t>(v));
-  }
-  if (ids.empty()) return invalid_argument("{}: no token ids", what);
-  return ids;
-}
+// What one prompt ended with: the request's record, or why it was rejected.
+struct Outcome {
+  std::vector<int32_t> prompt_ids;
+  std::string error;  // rejected: never ran
+  const coordinator::Request* request = nullptr;
+};
 
-Result<std::vector<worker::GenerationRequest>> build_requests(const GenerateArgs& a) {
-  worker::GenerationRequest base;
+Result<std::vector<RequestSpec>> build_requests(const GenerateArgs& a) {
+  RequestSpec base;
   base.max_new_tokens = a.max_new_tokens;
   base.sampling.temperature = a.temperature;
   base.sampling.top_k = a.top_k;
@@ -81,43 +65,13 @@ Result<std::vector<worker::GenerationRequest>> build_requests(const GenerateArgs
   base.sampling.seed = a.seed;
   base.ignore_eos = a.ignore_eos;
   base.return_logits = !a.dump_logits.empty();
-  std::vector<worker::GenerationRequest> reqs;
-  if (!a.prompt_ids.empty()) {
-    SW_ASSIGN_OR_RETURN(base.prompt_ids, parse_ids(a.prompt_ids, "--prompt-ids"));
-    reqs.push_back(base);
-    return reqs;
-  }
-  std::ifstream in(a.prompts_file);
-  if (!in) return not_found("--prompts: cannot open '{}'", a.prompts_file);
-  std::string line;
-  for (int lineno = 1; std::getline(in, line); ++lineno) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    std::string where = fmt::format("{}:{}", a.prompts_file, lineno);
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object())
-      return invalid_argument("{}: expected one JSON object per line", where);
-    JsonFields f(j, where);
-    worker::GenerationRequest r = base;
-    SW_ASSIGN_OR_RETURN(std::vector<int> ids, f.required<std::vector<int>>("prompt_ids"));
-    if (ids.empty()) return invalid_argument("{}: key 'prompt_ids': empty prompt", where);
-    for (int id : ids)
-      if (id < 0) return invalid_argument("{}: key 'prompt_ids': negative token id {}", where, id);
-    r.prompt_ids.assign(ids.begin(), ids.end());
-    SW_ASSIGN_OR_RETURN(r.max_new_tokens, f.optional<int>("max_new_tokens", r.max_new_tokens));
-    SW_ASSIGN_OR_RETURN(r.sampling.temperature,
-                        f.optional<float>("temperature", r.sampling.temperature));
-    SW_ASSIGN_OR_RETURN(r.sampling.top_k, f.optional<int32_t>("top_k", r.sampling.top_k));
-    SW_ASSIGN_OR_RETURN(r.sampling.top_p, f.optional<float>("top_p", r.sampling.top_p));
-    SW_ASSIGN_OR_RETURN(r.sampling.seed, f.optional<uint64_t>("seed", r.sampling.seed));
-    reqs.push_back(std::move(r));
-  }
-  if (reqs.empty()) return invalid_argument("--prompts: '{}' holds no prompts", a.prompts_file);
-  return reqs;
+  if (a.prompt_ids.empty()) return read_prompts_file(a.prompts_file, base);
+  SW_ASSIGN_OR_RETURN(base.prompt_ids, parse_token_list(a.prompt_ids, "--prompt-ids"));
+  return std::vector<RequestSpec>{base};
 }
 
-// KV blocks that hold every request at once (requests that will be rejected aside), >= 1.
-int64_t kv_blocks_for(const std::vector<worker::GenerationRequest>& requests, int block_size,
-                      int64_t max_len) {
+// KV blocks per dp group that hold every request at once (ones too long for max_len aside).
+int64_t kv_blocks_for(const std::vector<RequestSpec>& requests, int block_size, int64_t max_len) {
   int64_t blocks = 0;
   for (const auto& r : requests) {
     const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens;
@@ -137,205 +91,145 @@ std::string logits_path(const std::string& path, size_t index, size_t count) {
   return fmt::format("{}_{}{}", stem, index, ext);
 }
 
-Status emit_results(const GenerateArgs& a, const std::vector<worker::GenerationResult>& results,
-                    const worker::GenerationStats& st) {
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+Status emit_results(const GenerateArgs& a, const std::vector<Outcome>& outcomes,
+                    const coordinator::Engine& engine) {
   std::string first_error;
   size_t num_errors = 0;
-  for (size_t i = 0; i < results.size(); ++i) {
-    const auto& r = results[i];
-    if (r.finish_reason == "error") {
+  for (size_t i = 0; i < outcomes.size(); ++i) {
+    const Outcome& o = outcomes[i];
+    const coordinator::Request* r = o.request;
+    std::string error = o.error;
+    if (r && r->state != coordinator::RequestState::kFinished)
+      error = fmt::format("request {}: {}", i,
+                          r->error.empty() ? coordinator::request_state_name(r->state) : r->error);
+    if (!error.empty()) {
       if (a.json) {
         std::cout << nlohmann::json{{"index", i},
-                                    {"prompt_ids", r.prompt_ids},
+                                    {"prompt_ids", o.prompt_ids},
                                     {"finish_reason", "error"},
-                                    {"error", r.error}}
+                                    {"error", error}}
                          .dump()
                   << "\n";
+      } else {
+        std::cout << fmt::format("[{}] error: {}\n", i, error);
       }
-      if (!a.json) std::cout << fmt::format("[{}] error: {}\n", i, r.error);
-      if (num_errors++ == 0) first_error = r.error;
+      if (num_errors++ == 0) first_error = error;
       continue;
     }
-    const double decode_ms = r.total_ms - r.ttft_ms;
-    const double decode_tps = r.output_ids.size() > 1 && decode_ms > 0
-                                  ? (r.output_ids.size() - 1) * 1000.0 / decode_ms
+    const double ttft_ms = ms_between(r->arrival, r->first_token);
+    const double total_ms = ms_between(r->arrival, r->finished);
+    const double decode_ms = total_ms - ttft_ms;
+    const double decode_tps = r->output_ids.size() > 1 && decode_ms > 0
+                                  ? (r->output_ids.size() - 1) * 1000.0 / decode_ms
                                   : 0.0;
+    const char* reason = coordinator::finish_reason_name(r->finish_reason);
     if (a.json) {
-      nlohmann::json j = {{"index", i},
-                          {"prompt_ids", r.prompt_ids},
-                          {"output_ids", r.output_ids},
-                          {"finish_reason", r.finish_reason},
-                          {"num_preemptions", r.num_preemptions},
-                          {"timing",
-                           {{"ttft_ms", r.ttft_ms},
-                            {"total_ms", r.total_ms},
-                            {"decode_tokens_per_s", decode_tps}}}};
+      nlohmann::json j = {
+          {"index", i},
+          {"prompt_ids", o.prompt_ids},
+          {"output_ids", r->output_ids},
+          {"finish_reason", reason},
+          {"num_preemptions", r->num_preemptions},
+          {"timing",
+           {{"ttft_ms", ttft_ms}, {"total_ms", total_ms}, {"decode_tokens_per_s", decode_tps}}}};
       std::cout << j.dump() << "\n";
     } else {
       std::cout << fmt::format(
           "[{}] prompt={} -> output={} ({}, ttft {:.1f} ms, total {:.1f} ms)\n", i,
-          fmt::join(r.prompt_ids, ","), fmt::join(r.output_ids, ","), r.finish_reason, r.ttft_ms,
-          r.total_ms);
+          fmt::join(o.prompt_ids, ","), fmt::join(r->output_ids, ","), reason, ttft_ms, total_ms);
     }
-    if (!a.dump_logits.empty()) {
-      std::string path = logits_path(a.dump_logits, i, results.size());
-      SW_RETURN_IF_ERROR(write_npy(path, r.logits.data_as<float>(), r.logits.shape()));
-    }
+    if (!a.dump_logits.empty())
+      SW_RETURN_IF_ERROR(write_npy(logits_path(a.dump_logits, i, outcomes.size()),
+                                   r->logits.data_as<float>(), r->logits.shape()));
   }
   std::cout.flush();
+  const auto& sched = engine.scheduler().stats();
+  const double wall_ms = ms_between(engine.stats().started, Clock::now());
   spdlog::info(
       "{} request(s), {} prompt + {} generated tokens in {} steps, {:.1f} ms ({:.1f} tok/s), {} "
       "preemption(s)",
-      results.size(), st.prompt_tokens, st.generated_tokens, st.num_steps, st.wall_ms,
-      st.wall_ms > 0 ? st.generated_tokens * 1000.0 / st.wall_ms : 0.0, st.num_preemptions);
+      outcomes.size(), sched.prompt_tokens, sched.generated_tokens, engine.stats().num_steps,
+      wall_ms, wall_ms > 0 ? sched.generated_tokens * 1000.0 / wall_ms : 0.0,
+      sched.num_preemptions);
   if (a.verbose) {
-    for (size_t l = 0; l < st.moe_layers.size(); ++l) {
-      const auto& m = st.moe_layers[l];
+    const auto& layers = engine.stats().moe_layers;
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const auto& m = layers[l];
       std::cerr << fmt::format(
           "moe layer {}: tokens per expert [{}], dropped {} of {} ({:.1f}%), imbalance {:.2f}\n", l,
           fmt::join(m.tokens_per_expert, " "), m.num_dropped, m.num_assignments,
           m.num_assignments ? 100.0 * m.num_dropped / m.num_assignments : 0.0, m.imbalance);
     }
   }
+  if (!engine.health().ok()) return engine.health();
   if (num_errors > 0)
     return invalid_argument("{} of {} request(s) rejected; the first: {}", num_errors,
-                            results.size(), first_error);
+                            outcomes.size(), first_error);
   return Status();
 }
 
-Status run_generate(const GenerateArgs& a) {
-  SW_ASSIGN_OR_RETURN(model::ModelConfig config, model::load_model_config(a.model));
-  SW_ASSIGN_OR_RETURN(model::LoadFormat format, model::parse_load_format(a.load_format));
-  SW_ASSIGN_OR_RETURN(DType dtype, parse_dtype(a.dtype));
-  if (dtype != DType::kF32 && dtype != DType::kBF16 && dtype != DType::kF16)
-    return invalid_argument("--dtype: expected float32, bfloat16 or float16, got '{}'", a.dtype);
-  SW_ASSIGN_OR_RETURN(auto requests, build_requests(a));
-
-  const bool cuda = a.device == "cuda";
-  const int graph_max_batch =
-      a.graph_max_batch >= 0 ? a.graph_max_batch : (cuda ? std::min(a.max_num_seqs, 256) : 0);
-  std::unique_ptr<kernels::Backend> backend;
-  if (a.device == "cpu") {
-    backend = kernels::make_cpu_backend(a.threads, graph_max_batch > 0);
-  } else if (a.device == "cuda") {
-    SW_ASSIGN_OR_RETURN(backend, kernels::make_cuda_backend(0));
-  } else {
-    return invalid_argument("--device: expected cpu or cuda, got '{}'", a.device);
+// Adds every request, steps the engine until all have ended, prints.
+Status run_requests(const GenerateArgs& a, const std::vector<RequestSpec>& requests,
+                    coordinator::Engine& engine) {
+  std::vector<Outcome> outcomes(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    outcomes[i].prompt_ids = requests[i].prompt_ids;
+    auto id = engine.add(requests[i]);
+    if (!id.ok()) {
+      outcomes[i].error = fmt::format("request {}: {}", i, id.status().message());
+      continue;
+    }
+    outcomes[i].request = engine.request(*id);
   }
-  for (kernels::Op op :
-       {kernels::Op::kGemm, kernels::Op::kAttentionPrefill, kernels::Op::kAttentionDecode})
-    if (!backend->supports(op, dtype))
-      return unimplemented("the {} backend does not support {} in {}", backend->name(),
-                           kernels::op_name(op), dtype_name(dtype));
-
-  const auto t_load = std::chrono::steady_clock::now();
-  SW_ASSIGN_OR_RETURN(auto source,
-                      model::open_weight_source(config, a.model, format, a.dummy_seed));
-  SW_ASSIGN_OR_RETURN(worker::ModelWeights weights,
-                      worker::load_model_weights(config, *source, *backend, dtype));
-  spdlog::info(
-      "loaded {} ({}, {} parameters) from {} in {:.0f} ms", a.model, config.model_type,
-      config.num_parameters(), source->describe(),
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_load).count());
-
-  worker::KvCacheOptions kv;
-  kv.block_size = a.kv_block_size;
-  if (a.kv_block_size <= 0)
-    return invalid_argument("--kv-block-size must be positive, got {}", a.kv_block_size);
-  kv.num_blocks = a.num_kv_blocks;
-  const double utilization =
-      a.gpu_memory_utilization >= 0 ? a.gpu_memory_utilization : (cuda ? 0.9 : 0.0);
-  const bool fit_to_memory = kv.num_blocks <= 0 && utilization > 0;
-  const int64_t profile_tokens =
-      std::min<int64_t>(a.max_num_batched_tokens, config.max_position_embeddings);
-  if (fit_to_memory) {  // room for the profile step now; the rest once it has run
-    kv.num_blocks = (profile_tokens + kv.block_size - 1) / kv.block_size;
-  } else if (kv.num_blocks <= 0) {  // enough for every request at once (rejected ones aside)
-    kv.num_blocks = kv_blocks_for(requests, kv.block_size, config.max_position_embeddings);
-  }
-  worker::ModelRunner runner(config, std::move(weights), *backend, kv);
-  if (fit_to_memory) {
-    const int64_t longest = (config.max_position_embeddings + kv.block_size - 1) / kv.block_size;
-    SW_ASSIGN_OR_RETURN(int64_t blocks,
-                        runner.fit_kv_cache_to_memory(utilization, profile_tokens, longest));
-    spdlog::info("KV cache: {} blocks of {} tokens ({:.2f} GiB) from gpu_memory_utilization {}",
-                 blocks, kv.block_size,
-                 static_cast<double>(blocks * runner.kv_block_bytes()) / (1 << 30), utilization);
-  }
-  runner.set_decode_graphs(graph_max_batch);
-  runner.set_collect_moe_metrics(a.verbose);
-  worker::Generator gen(runner, worker::SchedulerOptions{a.max_num_seqs, a.max_num_batched_tokens});
-  SW_ASSIGN_OR_RETURN(auto results, gen.generate(requests));
-
-  return emit_results(a, results, gen.stats());
+  while (engine.has_unfinished()) SW_RETURN_IF_ERROR(engine.step().status());
+  return emit_results(a, outcomes, engine);
 }
 
-// Under mpirun: rank 0 coordinates (scheduler, KV placement, output), the other ranks each
-// run their shard. A failure on rank 0 before the workers start tells them to exit.
-// `*fatal` is set once ranks may be stuck waiting for each other (then the job is aborted);
-// errors found identically on every rank (config, plan, prompts) are reported by rank 0.
-Status run_generate_cluster(const GenerateArgs& a, bool* fatal) {
-  *fatal = false;
-  bool rank_specific = false;
-  auto started = worker::start_cluster(a.config, &rank_specific);
-  if (!started.ok()) {
-    *fatal = rank_specific;
-    return started.status();
-  }
-  worker::ClusterRuntime rt = std::move(started).value();
-  const bool coordinator = rt.rank() == 0;
-  std::vector<worker::GenerationRequest> requests;
-  Status setup;
-  int64_t num_blocks = 0;
-  std::unique_ptr<comm::ControlChannel> channel;
-  std::string endpoint;
-  if (coordinator) {
-    auto reqs = build_requests(a);
-    auto ch = comm::ControlChannel::coordinator(rt.cluster.comm);
-    if (!reqs.ok()) {
-      setup = reqs.status();
-    } else if (!ch.ok()) {
-      setup = ch.status();
-    } else {
-      requests = std::move(reqs).value();
-      channel = std::move(ch).value();
-      endpoint = channel->endpoint();
-      // KV blocks: what the smallest rank of the instance can hold, capped at what these
-      // requests can ever use (the CPU backend zero-fills what it allocates).
-      num_blocks = INT64_MAX;
-      for (const auto& rp : rt.plan.ranks)
-        if (!rp.coord.coordinator) num_blocks = std::min(num_blocks, rp.kv_blocks);
-      num_blocks = std::min(num_blocks, kv_blocks_for(requests, rt.cluster.runtime.kv_block_size,
-                                                      rt.model.max_position_embeddings));
-    }
-    if (!setup.ok()) num_blocks = -1;
-  }
-  SW_RETURN_IF_ERROR(rt.world->broadcast(&num_blocks, 1, DType::kI64, 0));
-  if (num_blocks < 0) return coordinator ? setup : Status();
-  *fatal = true;
-  int64_t len = static_cast<int64_t>(endpoint.size());
-  SW_RETURN_IF_ERROR(rt.world->broadcast(&len, 1, DType::kI64, 0));
-  endpoint.resize(static_cast<size_t>(len));
-  SW_RETURN_IF_ERROR(rt.world->broadcast(endpoint.data(), len, DType::kU8, 0));
+Status run_local(const GenerateArgs& a) {
+  SW_ASSIGN_OR_RETURN(auto requests, build_requests(a));
+  coordinator::LocalEngineOptions o;
+  o.model = a.model;
+  o.load_format = a.load_format;
+  o.dtype = a.dtype;
+  o.device = a.device;
+  o.dummy_seed = a.dummy_seed;
+  o.threads = a.threads;
+  o.kv_block_size = a.kv_block_size;
+  o.num_kv_blocks = a.num_kv_blocks;
+  o.gpu_memory_utilization = a.gpu_memory_utilization;
+  o.graph_max_batch = a.graph_max_batch;
+  o.engine.collect_moe_metrics = a.verbose;
+  o.engine.scheduler.max_num_seqs = a.max_num_seqs;
+  o.engine.scheduler.max_num_batched_tokens = a.max_num_batched_tokens;
+  SW_ASSIGN_OR_RETURN(o.engine.scheduler.policy,
+                      coordinator::parse_scheduler_policy(a.scheduler_policy));
+  if (a.max_num_seqs < 1 || a.max_num_batched_tokens < 1)
+    return invalid_argument("--max-num-seqs ({}) and --max-num-batched-tokens ({}) must be >= 1",
+                            a.max_num_seqs, a.max_num_batched_tokens);
+  // Without a size or a memory share, the cache holds every prompt at once.
+  o.fallback_kv_blocks = kv_blocks_for(requests, a.kv_block_size, INT64_MAX);
+  SW_ASSIGN_OR_RETURN(auto local, coordinator::LocalEngine::create(o));
+  return run_requests(a, requests, local->engine());
+}
 
-  if (!coordinator) {
-    auto engine = worker::build_worker_engine(rt, num_blocks);
-    if (!engine.ok()) return engine.status().with_context(fmt::format("rank {}", rt.rank()));
-    return worker::run_worker(rt, *engine, endpoint);
-  }
-  SW_ASSIGN_OR_RETURN(auto executor,
-                      coordinator::DistributedExecutor::create(rt, *channel, num_blocks));
-  executor->set_collect_moe_metrics(a.verbose);
-  worker::Generator gen(*executor,
-                        worker::SchedulerOptions{rt.cluster.runtime.max_num_seqs,
-                                                 rt.cluster.runtime.max_num_batched_tokens});
-  auto results = gen.generate(requests);
-  Status stop = executor->shutdown();
-  // A failed step may leave workers inside a collective: keep the job-wide abort for that.
-  if (!results.ok()) return results.status();
-  SW_RETURN_IF_ERROR(stop);
-  *fatal = false;  // every worker has been told to exit: nobody is left waiting
-  return emit_results(a, *results, gen.stats());
+int run_cluster(const GenerateArgs& a) {
+  std::vector<RequestSpec> requests;  // read on rank 0 only
+  coordinator::ClusterJobOptions jo;
+  jo.collect_moe_metrics = a.verbose;
+  jo.prepare = [&](const worker::ClusterRuntime& rt) -> Result<int64_t> {
+    SW_ASSIGN_OR_RETURN(requests, build_requests(a));
+    // The plan's KV estimate can be far more than these prompts use; the CPU backend
+    // zero-fills what it allocates, so do not take more.
+    return kv_blocks_for(requests, rt.cluster.runtime.kv_block_size, rt.plan.max_model_len);
+  };
+  return coordinator::run_cluster_job(
+      a.config, jo, [&](coordinator::Engine& engine, const worker::ClusterRuntime&) {
+        return run_requests(a, requests, engine);
+      });
 }
 
 }  // namespace
@@ -349,14 +243,23 @@ std::function<int()> add_generate_command(CLI::App& app) {
       g->add_option("--model", a->model, "Model folder (config.json + safetensors) or preset name");
   auto* config_opt = g->add_option("--config", a->config,
                                    "Cluster YAML: run the partitioned model under mpirun (model, "
-                                   "dtype and runtime from the file)");
+                                   "dtype, runtime limits and scheduler from the file)");
   model_opt->excludes(config_opt);
   g->add_flag("--verbose", a->verbose,
               "Print per-layer MoE metrics (tokens per expert, drops, imbalance)");
-  g->add_option("--load-format", a->load_format, "auto|safetensors|dummy")->capture_default_str();
-  g->add_option("--dtype", a->dtype, "float32|bfloat16|float16 (weights and activations)")
+  // Options the cluster file owns: refused next to --config, naming the key to use instead.
+  std::vector<std::pair<CLI::Option*, const char*>> file_owned;
+  auto owned = [&](CLI::Option* o, const char* key) {
+    file_owned.emplace_back(o, key);
+    return o;
+  };
+  owned(g->add_option("--load-format", a->load_format, "auto|safetensors|dummy"),
+        "model.load_format")
       ->capture_default_str();
-  g->add_option("--device", a->device, "cpu|cuda")->capture_default_str();
+  owned(g->add_option("--dtype", a->dtype, "float32|bfloat16|float16 (weights and activations)"),
+        "model.dtype")
+      ->capture_default_str();
+  owned(g->add_option("--device", a->device, "cpu|cuda"), "runtime.device")->capture_default_str();
   auto* ids =
       g->add_option("--prompt-ids", a->prompt_ids, "Comma-separated prompt token ids, e.g. 1,2,3");
   auto* file = g->add_option("--prompts", a->prompts_file,
@@ -369,30 +272,46 @@ std::function<int()> add_generate_command(CLI::App& app) {
   g->add_option("--top-p", a->top_p, "1 = off")->capture_default_str();
   g->add_option("--seed", a->seed, "Sampling seed (per request; reproducible)")
       ->capture_default_str();
-  g->add_option("--dummy-seed", a->dummy_seed, "Seed of --load-format dummy weights")
+  owned(g->add_option("--dummy-seed", a->dummy_seed, "Seed of --load-format dummy weights"),
+        "model.dummy_seed")
       ->capture_default_str();
   g->add_flag("--ignore-eos", a->ignore_eos, "Do not stop at the model's eos_token_id");
   g->add_flag("--json", a->json, "One JSON object per prompt per line");
   g->add_option("--dump-logits", a->dump_logits,
                 "Write float32 logits [prompt + generated - 1, vocab] to this .npy (several "
                 "prompts: _<i> appended)");
-  g->add_option("--num-kv-blocks", a->num_kv_blocks,
-                "KV cache blocks (0 = enough for every prompt)")
+  owned(g->add_option("--num-kv-blocks", a->num_kv_blocks,
+                      "KV cache blocks (0 = enough for every prompt)"),
+        "runtime.num_kv_blocks")
       ->capture_default_str();
-  g->add_option("--gpu-memory-utilization", a->gpu_memory_utilization,
-                "Fraction of device memory for weights, the step workspace and the KV cache, "
-                "which takes what a profile step leaves (default 0.9 on cuda; on cpu the "
-                "cache is sized to the prompts unless this is given)");
-  g->add_option("--graph-max-batch", a->graph_max_batch,
-                "Decode steps of up to this many sequences replay captured graphs (default 256 "
-                "on cuda, 0 = eager on cpu, where graphs record ops for testing)");
-  g->add_option("--kv-block-size", a->kv_block_size, "Tokens per KV block")->capture_default_str();
-  g->add_option("--max-num-seqs", a->max_num_seqs, "Sequences per step")->capture_default_str();
-  g->add_option("--max-num-batched-tokens", a->max_num_batched_tokens,
-                "Tokens per step (prefill is chunked)")
+  owned(g->add_option("--gpu-memory-utilization", a->gpu_memory_utilization,
+                      "Fraction of device memory for weights, the step workspace and the KV "
+                      "cache, which takes what a profile step leaves (default 0.9 on cuda; on "
+                      "cpu the cache is sized to the prompts unless this is given)"),
+        "runtime.gpu_memory_utilization");
+  owned(g->add_option("--graph-max-batch", a->graph_max_batch,
+                      "Decode steps of up to this many sequences replay captured graphs (default "
+                      "256 on cuda, 0 = eager on cpu, where graphs record ops for testing)"),
+        "(no key: cluster workers run eagerly)");
+  owned(g->add_option("--kv-block-size", a->kv_block_size, "Tokens per KV block"),
+        "runtime.kv_block_size")
       ->capture_default_str();
-  g->add_option("--threads", a->threads, "CPU threads (0 = all cores)")->capture_default_str();
-  return [a, ids, file, model_opt, config_opt]() {
+  owned(g->add_option("--max-num-seqs", a->max_num_seqs, "Sequences per step"),
+        "runtime.max_num_seqs")
+      ->capture_default_str();
+  owned(g->add_option("--max-num-batched-tokens", a->max_num_batched_tokens,
+                      "Tokens per step (prefill is chunked)"),
+        "runtime.max_num_batched_tokens")
+      ->capture_default_str();
+  owned(g->add_option("--scheduler-policy", a->scheduler_policy,
+                      "decode_priority (decodes first, then prefill chunks) or fcfs (oldest "
+                      "request first, whatever its phase)"),
+        "scheduler.policy")
+      ->capture_default_str();
+  owned(g->add_option("--threads", a->threads, "CPU threads (0 = all cores)"),
+        "(no key: cluster workers use every core)")
+      ->capture_default_str();
+  return [a, ids, file, model_opt, config_opt, file_owned]() {
     if (ids->count() == 0 && file->count() == 0) {
       std::cerr << "error: generate needs --prompt-ids or --prompts\n";
       return 2;
@@ -401,24 +320,17 @@ std::function<int()> add_generate_command(CLI::App& app) {
       std::cerr << "error: generate needs --model or --config\n";
       return 2;
     }
-    Status s;
     if (config_opt->count() > 0) {
-      MPI_Init(nullptr, nullptr);
-      int rank = 0;
-      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-      bool fatal = false;
-      s = run_generate_cluster(*a, &fatal);
-      if (!s.ok() && (fatal || rank == 0)) {
-        std::cerr << fmt::format("error (rank {}): {}\n", rank, s.message());
-        std::cerr.flush();
-      }
-      // Peers may be blocked in a collective with this rank: take the whole job down.
-      if (!s.ok() && fatal) MPI_Abort(MPI_COMM_WORLD, 1);
-      MPI_Finalize();
-    } else {
-      s = run_generate(*a);
-      if (!s.ok()) std::cerr << "error: " << s.message() << "\n";
+      for (const auto& [opt, key] : file_owned)
+        if (opt->count() > 0) {
+          std::cerr << fmt::format("error: {} cannot be used with --config: set {} in {}\n",
+                                   opt->get_name(), key, a->config);
+          return 2;
+        }
+      return run_cluster(*a);
     }
+    Status s = run_local(*a);
+    if (!s.ok()) std::cerr << "error: " << s.message() << "\n";
     return s.ok() ? 0 : 1;
   };
 }

@@ -167,7 +167,7 @@ Status parse_model(const Section& s, ModelSection* m) {
 Status parse_runtime(const Section& s, RuntimeSection* r) {
   SW_RETURN_IF_ERROR(
       s.check_keys({"device", "kv_block_size", "gpu_memory_utilization", "device_memory_gib",
-                    "max_num_seqs", "max_num_batched_tokens", "max_model_len"}));
+                    "max_num_seqs", "max_num_batched_tokens", "max_model_len", "num_kv_blocks"}));
   SW_RETURN_IF_ERROR(s.choice("device", &r->device, {"cpu", "cuda"}));
   SW_RETURN_IF_ERROR(s.positive_int("kv_block_size", &r->kv_block_size));
   SW_RETURN_IF_ERROR(s.number(
@@ -179,8 +179,15 @@ Status parse_runtime(const Section& s, RuntimeSection* r) {
   SW_RETURN_IF_ERROR(s.positive_int("max_num_seqs", &r->max_num_seqs));
   SW_RETURN_IF_ERROR(
       s.integer("max_num_batched_tokens", &r->max_num_batched_tokens, 1, "a positive integer"));
+  SW_RETURN_IF_ERROR(s.integer("num_kv_blocks", &r->num_kv_blocks, 0,
+                               "an integer >= 0 (0: what the memory budget holds)"));
   return s.integer("max_model_len", &r->max_model_len, 0,
                    "an integer >= 0 (0: the model's max_position_embeddings)");
+}
+
+Status parse_scheduler(const Section& s, SchedulerSection* sch) {
+  SW_RETURN_IF_ERROR(s.check_keys({"policy"}));
+  return s.choice("policy", &sch->policy, {"decode_priority", "fcfs"});
 }
 
 Status parse_link(const Section& s, comm::LinkCost* link) {
@@ -309,13 +316,15 @@ Result<ClusterConfig> parse_cluster_config(const std::string& yaml_text,
                             source);
   try {
     Section top(c.source, root, "");
-    SW_RETURN_IF_ERROR(top.check_keys({"version", "model", "runtime", "cluster", "pools", "moe"}));
+    SW_RETURN_IF_ERROR(
+        top.check_keys({"version", "model", "runtime", "scheduler", "cluster", "pools", "moe"}));
     int version = 1;
     SW_RETURN_IF_ERROR(top.integer("version", &version, 1, "1 (the schema version)"));
     if (version != 1) return top.error("version", fmt::format("expected 1, got {}", version));
     if (!top.has("model")) return top.error("model", "required section missing (model.path)");
     SW_RETURN_IF_ERROR(parse_model(top.section("model"), &c.model));
     SW_RETURN_IF_ERROR(parse_runtime(top.section("runtime"), &c.runtime));
+    SW_RETURN_IF_ERROR(parse_scheduler(top.section("scheduler"), &c.scheduler));
     SW_RETURN_IF_ERROR(parse_cluster(top.section("cluster"), &c.comm));
     if (!top.has("pools"))
       return top.error("pools", "required section missing (mixed, or prefill and decode)");

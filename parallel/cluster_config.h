@@ -47,6 +47,11 @@ struct RuntimeSection {
   int max_num_seqs = 256;
   int64_t max_num_batched_tokens = 2048;
   int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
+  int64_t num_kv_blocks = 0;  // KV blocks per dp group of an instance; 0: from the memory plan
+};
+
+struct SchedulerSection {
+  std::string policy = "decode_priority";  // decode_priority | fcfs (coordinator/scheduler.h)
 };
 
 struct MoeSection {
@@ -58,6 +63,7 @@ struct ClusterConfig {
   std::string source;  // file path, for messages
   ModelSection model;
   RuntimeSection runtime;
+  SchedulerSection scheduler;
   comm::CommOptions comm;       // cluster: ranks_per_node, comm_backend, all_to_all, timeout_s, ...
   std::vector<PoolSpec> pools;  // either one kMixed, or kPrefill then kDecode
   MoeSection moe;

@@ -141,47 +141,47 @@ Status assign_shards(const std::string& where, const PoolSpec& p, const model::M
                      RankPlan& r) {
   const int tp = p.tp, t = r.coord.tp;
   const int H = m.num_attention_heads, Hk = m.num_key_value_heads;
-  r.q_head_begin = t * H / tp;
-  r.q_head_end = (t + 1) * H / tp;
+  r.shard.q_head_begin = t * H / tp;
+  r.shard.q_head_end = (t + 1) * H / tp;
   if (tp <= Hk) {
-    r.kv_head_begin = t * Hk / tp;
-    r.kv_head_end = (t + 1) * Hk / tp;
+    r.shard.kv_head_begin = t * Hk / tp;
+    r.shard.kv_head_end = (t + 1) * Hk / tp;
   } else {
-    r.kv_head_begin = t / (tp / Hk);
-    r.kv_head_end = r.kv_head_begin + 1;
+    r.shard.kv_head_begin = t / (tp / Hk);
+    r.shard.kv_head_end = r.shard.kv_head_begin + 1;
   }
   // GQA: q head h reads KV head h / (H / Hk); every local q head must find its KV head here.
   const int group = H / Hk;
-  for (int h = r.q_head_begin; h < r.q_head_end; ++h) {
-    if (h / group < r.kv_head_begin || h / group >= r.kv_head_end)
+  for (int h = r.shard.q_head_begin; h < r.shard.q_head_end; ++h) {
+    if (h / group < r.shard.kv_head_begin || h / group >= r.shard.kv_head_end)
       return internal_error(
           "{}: tp rank {}: q head {} reads KV head {}, but the rank holds KV heads [{}, {})", where,
-          t, h, h / group, r.kv_head_begin, r.kv_head_end);
+          t, h, h / group, r.shard.kv_head_begin, r.shard.kv_head_end);
   }
   bool dense_layers = false;
   for (int l = 0; l < m.num_hidden_layers; ++l) dense_layers = dense_layers || !m.is_moe_layer(l);
   if (dense_layers) {
-    r.ffn_begin = t * m.intermediate_size / tp;
-    r.ffn_end = (t + 1) * m.intermediate_size / tp;
+    r.shard.ffn_begin = t * m.intermediate_size / tp;
+    r.shard.ffn_end = (t + 1) * m.intermediate_size / tp;
   }
-  if (r.has_embedding || r.has_lm_head) {
+  if (r.shard.has_embedding || r.shard.has_lm_head) {
     const int64_t V = m.vocab_size, chunk = (V + tp - 1) / tp;
-    r.vocab_begin = std::min<int64_t>(t * chunk, V);
-    r.vocab_end = std::min<int64_t>((t + 1) * chunk, V);
+    r.shard.vocab_begin = std::min<int64_t>(t * chunk, V);
+    r.shard.vocab_end = std::min<int64_t>((t + 1) * chunk, V);
   }
   if (m.is_moe()) {
     const int E = m.num_experts;
     if (p.moe == MoeMode::kEp) {
       const int S = p.tp * p.dp, i = r.coord.dp * p.tp + t;
-      r.expert_begin = i * E / S;
-      r.expert_end = (i + 1) * E / S;
-      r.moe_ffn_begin = 0;
-      r.moe_ffn_end = m.moe_intermediate_size;
+      r.shard.expert_begin = i * E / S;
+      r.shard.expert_end = (i + 1) * E / S;
+      r.shard.moe_ffn_begin = 0;
+      r.shard.moe_ffn_end = m.moe_intermediate_size;
     } else {
-      r.expert_begin = 0;
-      r.expert_end = E;
-      r.moe_ffn_begin = t * m.moe_intermediate_size / tp;
-      r.moe_ffn_end = (t + 1) * m.moe_intermediate_size / tp;
+      r.shard.expert_begin = 0;
+      r.shard.expert_end = E;
+      r.shard.moe_ffn_begin = t * m.moe_intermediate_size / tp;
+      r.shard.moe_ffn_end = (t + 1) * m.moe_intermediate_size / tp;
     }
   }
   return Status();
@@ -197,24 +197,26 @@ bool has_moe_layer(const model::ModelConfig& m, int begin, int end) {
 // replicated norms and router, its vocab rows of the embedding and LM head.
 int64_t weight_params(const model::ModelConfig& m, const RankPlan& r) {
   const int64_t Hd = m.hidden_size, hd = m.head_dim;
-  const int64_t q = (r.q_head_end - r.q_head_begin) * hd;
-  const int64_t kv = (r.kv_head_end - r.kv_head_begin) * hd;
+  const int64_t q = (r.shard.q_head_end - r.shard.q_head_begin) * hd;
+  const int64_t kv = (r.shard.kv_head_end - r.shard.kv_head_begin) * hd;
   int64_t attn = Hd * (q + 2 * kv) + q * Hd + 2 * Hd;
   if (m.qk_norm) attn += 2 * hd;
   if (m.attention_bias) attn += q + 2 * kv;
   int64_t total = 0;
-  for (int l = r.layer_begin; l < r.layer_end; ++l) {
+  for (int l = r.shard.layer_begin; l < r.shard.layer_end; ++l) {
     total += attn;
     if (m.is_moe_layer(l))
-      total += int64_t{r.expert_end - r.expert_begin} * 3 * Hd * (r.moe_ffn_end - r.moe_ffn_begin) +
+      total += int64_t{r.shard.expert_end - r.shard.expert_begin} * 3 * Hd *
+                   (r.shard.moe_ffn_end - r.shard.moe_ffn_begin) +
                int64_t{m.num_experts} * Hd;
     else
-      total += 3 * Hd * (r.ffn_end - r.ffn_begin);
+      total += 3 * Hd * (r.shard.ffn_end - r.shard.ffn_begin);
   }
-  const int64_t vocab_rows = r.vocab_end - r.vocab_begin;
-  if (r.has_embedding) total += vocab_rows * Hd;
+  const int64_t vocab_rows = r.shard.vocab_end - r.shard.vocab_begin;
+  if (r.shard.has_embedding) total += vocab_rows * Hd;
   // A tied LM head shares the embedding's rows when both live on the same rank.
-  if (r.has_lm_head) total += (m.tie_word_embeddings && r.has_embedding ? 0 : vocab_rows * Hd) + Hd;
+  if (r.shard.has_lm_head)
+    total += (m.tie_word_embeddings && r.shard.has_embedding ? 0 : vocab_rows * Hd) + Hd;
   return total;
 }
 
@@ -230,14 +232,16 @@ int64_t weight_params(const model::ModelConfig& m, const RankPlan& r) {
 int64_t activation_bytes(const model::ModelConfig& m, const RuntimeSection& rt, int tp, int64_t b,
                          const RankPlan& r) {
   const int64_t T = rt.max_num_batched_tokens, Hd = m.hidden_size;
-  const int64_t qkv =
-      (r.q_head_end - r.q_head_begin + 2 * (r.kv_head_end - r.kv_head_begin)) * m.head_dim;
-  int64_t bytes = b * T * (4 * Hd + qkv + 3 * (r.ffn_end - r.ffn_begin));
-  if (has_moe_layer(m, r.layer_begin, r.layer_end))
-    bytes += b * T * m.num_experts_per_tok * (2 * Hd + 3 * (r.moe_ffn_end - r.moe_ffn_begin));
-  if (r.has_lm_head)
+  const int64_t qkv = (r.shard.q_head_end - r.shard.q_head_begin +
+                       2 * (r.shard.kv_head_end - r.shard.kv_head_begin)) *
+                      m.head_dim;
+  int64_t bytes = b * T * (4 * Hd + qkv + 3 * (r.shard.ffn_end - r.shard.ffn_begin));
+  if (has_moe_layer(m, r.shard.layer_begin, r.shard.layer_end))
+    bytes += b * T * m.num_experts_per_tok *
+             (2 * Hd + 3 * (r.shard.moe_ffn_end - r.shard.moe_ffn_begin));
+  if (r.shard.has_lm_head)
     bytes += 4 * int64_t{rt.max_num_seqs} *
-             ((r.vocab_end - r.vocab_begin) + (tp > 1 ? m.vocab_size : 0));
+             ((r.shard.vocab_end - r.shard.vocab_begin) + (tp > 1 ? m.vocab_size : 0));
   return bytes;
 }
 
@@ -318,18 +322,17 @@ Result<Plan> make_plan(const ClusterConfig& cluster, const model::ModelConfig& m
     const PoolSpec& p = cluster.pools[static_cast<size_t>(r.coord.pool)];
     const StagePlan& st =
         plan.stages[static_cast<size_t>(r.coord.pool)][static_cast<size_t>(r.coord.stage)];
-    r.layer_begin = st.layer_begin;
-    r.layer_end = st.layer_end;
-    r.has_embedding = st.has_embedding;
-    r.has_lm_head = st.has_lm_head;
+    r.shard.layer_begin = st.layer_begin;
+    r.shard.layer_end = st.layer_end;
+    r.shard.has_embedding = st.has_embedding;
+    r.shard.has_lm_head = st.has_lm_head;
     SW_RETURN_IF_ERROR(
         assign_shards(fmt::format("{}: pools.{}", src, pool_kind_name(p.kind)), p, m, r));
 
     r.memory.budget_bytes = budget;
     r.memory.weight_bytes = weight_params(m, r) * b;
     r.memory.activation_bytes = activation_bytes(m, rt, p.tp, b, r);
-    const int64_t per_block = int64_t{r.layer_end - r.layer_begin} * 2 *
-                              (r.kv_head_end - r.kv_head_begin) * m.head_dim * rt.kv_block_size * b;
+    const int64_t per_block = r.shard.kv_block_bytes(m.head_dim, rt.kv_block_size, b);
     const int64_t used = r.memory.weight_bytes + r.memory.activation_bytes;
     const std::string budget_text = fmt::format(
         "the budget of {:.1f} GiB ({:g} GiB device memory x gpu_memory_utilization {:g})",

@@ -33,15 +33,15 @@ nlohmann::json rank_to_json(const RankPlan& r) {
   j["stage"] = r.coord.stage;
   j["dp"] = r.coord.dp;
   j["tp"] = r.coord.tp;
-  j["layers"] = range(r.layer_begin, r.layer_end);
-  j["has_embedding"] = r.has_embedding;
-  j["has_lm_head"] = r.has_lm_head;
-  j["q_heads"] = range(r.q_head_begin, r.q_head_end);
-  j["kv_heads"] = range(r.kv_head_begin, r.kv_head_end);
-  j["vocab"] = range(r.vocab_begin, r.vocab_end);
-  j["ffn"] = range(r.ffn_begin, r.ffn_end);
-  j["experts"] = range(r.expert_begin, r.expert_end);
-  j["moe_ffn"] = range(r.moe_ffn_begin, r.moe_ffn_end);
+  j["layers"] = range(r.shard.layer_begin, r.shard.layer_end);
+  j["has_embedding"] = r.shard.has_embedding;
+  j["has_lm_head"] = r.shard.has_lm_head;
+  j["q_heads"] = range(r.shard.q_head_begin, r.shard.q_head_end);
+  j["kv_heads"] = range(r.shard.kv_head_begin, r.shard.kv_head_end);
+  j["vocab"] = range(r.shard.vocab_begin, r.shard.vocab_end);
+  j["ffn"] = range(r.shard.ffn_begin, r.shard.ffn_end);
+  j["experts"] = range(r.shard.expert_begin, r.shard.expert_end);
+  j["moe_ffn"] = range(r.shard.moe_ffn_begin, r.shard.moe_ffn_end);
   j["memory"] = {{"weight_bytes", r.memory.weight_bytes},
                  {"activation_bytes", r.memory.activation_bytes},
                  {"kv_bytes", r.memory.kv_bytes},
@@ -61,15 +61,15 @@ RankPlan rank_from_json(const nlohmann::json& j) {
   r.coord.stage = j.at("stage").get<int>();
   r.coord.dp = j.at("dp").get<int>();
   r.coord.tp = j.at("tp").get<int>();
-  read_range(j, "layers", &r.layer_begin, &r.layer_end);
-  r.has_embedding = j.at("has_embedding").get<bool>();
-  r.has_lm_head = j.at("has_lm_head").get<bool>();
-  read_range(j, "q_heads", &r.q_head_begin, &r.q_head_end);
-  read_range(j, "kv_heads", &r.kv_head_begin, &r.kv_head_end);
-  read_range(j, "vocab", &r.vocab_begin, &r.vocab_end);
-  read_range(j, "ffn", &r.ffn_begin, &r.ffn_end);
-  read_range(j, "experts", &r.expert_begin, &r.expert_end);
-  read_range(j, "moe_ffn", &r.moe_ffn_begin, &r.moe_ffn_end);
+  read_range(j, "layers", &r.shard.layer_begin, &r.shard.layer_end);
+  r.shard.has_embedding = j.at("has_embedding").get<bool>();
+  r.shard.has_lm_head = j.at("has_lm_head").get<bool>();
+  read_range(j, "q_heads", &r.shard.q_head_begin, &r.shard.q_head_end);
+  read_range(j, "kv_heads", &r.shard.kv_head_begin, &r.shard.kv_head_end);
+  read_range(j, "vocab", &r.shard.vocab_begin, &r.shard.vocab_end);
+  read_range(j, "ffn", &r.shard.ffn_begin, &r.shard.ffn_end);
+  read_range(j, "experts", &r.shard.expert_begin, &r.shard.expert_end);
+  read_range(j, "moe_ffn", &r.shard.moe_ffn_begin, &r.shard.moe_ffn_end);
   const nlohmann::json& m = j.at("memory");
   r.memory.weight_bytes = m.at("weight_bytes").get<int64_t>();
   r.memory.activation_bytes = m.at("activation_bytes").get<int64_t>();
@@ -280,13 +280,16 @@ std::string Plan::to_text() const {
     const std::string role =
         fmt::format("{}:{}:{}:{}:{}", pool_kind_name(pools[static_cast<size_t>(r.coord.pool)].kind),
                     r.coord.instance, r.coord.stage, r.coord.dp, r.coord.tp);
-    const char* emb = r.has_embedding ? (r.has_lm_head ? "EH" : "E") : (r.has_lm_head ? "H" : "-");
-    out += fmt::format(
-        "{:>5} {:>4}  {:<20} {:<9} {:<4} {:<9} {:<9} {:<15} {:<9} {:>11.3f} {:>10}\n", r.rank,
-        r.node, role, range_text(r.layer_begin, r.layer_end), emb,
-        range_text(r.q_head_begin, r.q_head_end), range_text(r.kv_head_begin, r.kv_head_end),
-        range_text(r.vocab_begin, r.vocab_end), range_text(r.expert_begin, r.expert_end),
-        r.memory.weight_bytes / kGiB, r.kv_blocks);
+    const char* emb = r.shard.has_embedding ? (r.shard.has_lm_head ? "EH" : "E")
+                                            : (r.shard.has_lm_head ? "H" : "-");
+    out +=
+        fmt::format("{:>5} {:>4}  {:<20} {:<9} {:<4} {:<9} {:<9} {:<15} {:<9} {:>11.3f} {:>10}\n",
+                    r.rank, r.node, role, range_text(r.shard.layer_begin, r.shard.layer_end), emb,
+                    range_text(r.shard.q_head_begin, r.shard.q_head_end),
+                    range_text(r.shard.kv_head_begin, r.shard.kv_head_end),
+                    range_text(r.shard.vocab_begin, r.shard.vocab_end),
+                    range_text(r.shard.expert_begin, r.shard.expert_end),
+                    r.memory.weight_bytes / kGiB, r.kv_blocks);
   }
   out += "role = pool:instance:stage:dp:tp; emb: E embedding, H final norm + LM head\n";
   return out;

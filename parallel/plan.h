@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "model/shard_spec.h"
 #include "parallel/cluster_config.h"
 
 namespace sw::parallel {
@@ -52,19 +53,21 @@ struct StagePlan {
   double cost = 0;           // relative cost used for balancing
 };
 
+// The coordinator holds no part of the model.
+inline model::ShardSpec coordinator_shard() {
+  model::ShardSpec s;
+  s.has_embedding = s.has_lm_head = false;
+  return s;
+}
+
 struct RankPlan {
   int rank = 0;
   int node = 0;  // emulated or real node index
   RankCoord coord;
-  // Worker ranks only (coordinator: zeros / empty ranges):
-  int layer_begin = 0, layer_end = 0;
-  bool has_embedding = false, has_lm_head = false;
-  int q_head_begin = 0, q_head_end = 0;        // attention heads of this tp rank
-  int kv_head_begin = 0, kv_head_end = 0;      // KV heads it holds (replicated when tp > kv heads)
-  int64_t vocab_begin = 0, vocab_end = 0;      // vocab-parallel embedding / LM head rows
-  int64_t ffn_begin = 0, ffn_end = 0;          // dense FFN intermediate columns (tp slice)
-  int expert_begin = 0, expert_end = 0;        // experts held (EP: a contiguous share; TP: all)
-  int64_t moe_ffn_begin = 0, moe_ffn_end = 0;  // expert intermediate slice (moe tp; EP: all)
+  // Worker ranks only (coordinator: empty ranges, no embedding or LM head): the part of the
+  // model this rank holds. Experts: EP a contiguous share, moe tp all of them with a column
+  // slice; KV heads replicated when tp > num_key_value_heads.
+  model::ShardSpec shard = coordinator_shard();
   MemoryEstimate memory;
   int64_t kv_blocks = 0;
 };

@@ -61,4 +61,36 @@ Result<int> rank_of(const std::vector<PoolSpec>& pools, const RankCoord& c) {
   return 1 + pool_offset + ((c.instance * s.pp + c.stage) * s.dp + c.dp) * s.tp + c.tp;
 }
 
+int num_instances(const std::vector<PoolSpec>& pools) {
+  int n = 0;
+  for (const PoolSpec& p : pools) n += p.instances;
+  return n;
+}
+
+int instance_index(const std::vector<PoolSpec>& pools, int pool, int instance) {
+  int index = instance;
+  for (int p = 0; p < pool; ++p) index += pools[static_cast<size_t>(p)].instances;
+  return index;
+}
+
+int stage_group_color(const std::vector<PoolSpec>& pools, const RankCoord& c) {
+  if (c.coordinator) return -1;
+  int stages_before = 0;
+  for (int p = 0; p < c.pool; ++p)
+    stages_before += pools[static_cast<size_t>(p)].instances * pools[static_cast<size_t>(p)].pp;
+  return stages_before + c.instance * pools[static_cast<size_t>(c.pool)].pp + c.stage;
+}
+
+int tp_group_color(const std::vector<PoolSpec>& pools, const RankCoord& c) {
+  if (c.coordinator) return -1;
+  // Dp groups of all earlier stages come first, so colours are dense and distinct.
+  int groups_before = 0;
+  for (int p = 0; p < c.pool; ++p) {
+    const PoolSpec& s = pools[static_cast<size_t>(p)];
+    groups_before += s.instances * s.pp * s.dp;
+  }
+  const PoolSpec& s = pools[static_cast<size_t>(c.pool)];
+  return groups_before + (c.instance * s.pp + c.stage) * s.dp + c.dp;
+}
+
 }  // namespace sw::parallel

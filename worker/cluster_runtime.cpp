@@ -1,10 +1,10 @@
 // Cluster start-up and the worker's command loop.
 #include "worker/cluster_runtime.h"
 
-#include <mpi.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <deque>
 #include <fstream>
 #include <sstream>
 
@@ -18,6 +18,7 @@
 #include "parallel/partitioner.h"
 #include "parallel/rank_layout.h"
 #include "worker/step_protocol.h"
+#include "worker/step_thread.h"
 
 namespace sw::worker {
 
@@ -45,42 +46,20 @@ Result<std::string> broadcast_file(comm::Communicator& world, const std::string&
 
 }  // namespace
 
-ShardSpec shard_of(const parallel::RankPlan& rp) {
-  ShardSpec s;
-  s.layer_begin = rp.layer_begin;
-  s.layer_end = rp.layer_end;
-  s.has_embedding = rp.has_embedding;
-  s.has_lm_head = rp.has_lm_head;
-  s.q_head_begin = rp.q_head_begin;
-  s.q_head_end = rp.q_head_end;
-  s.kv_head_begin = rp.kv_head_begin;
-  s.kv_head_end = rp.kv_head_end;
-  s.vocab_begin = rp.vocab_begin;
-  s.vocab_end = rp.vocab_end;
-  s.ffn_begin = rp.ffn_begin;
-  s.ffn_end = rp.ffn_end;
-  s.expert_begin = rp.expert_begin;
-  s.expert_end = rp.expert_end;
-  s.moe_ffn_begin = rp.moe_ffn_begin;
-  s.moe_ffn_end = rp.moe_ffn_end;
-  return s;
-}
-
 // Picks the transport of the data-plane groups from cluster.comm_backend and this host's
 // GPUs (comm::choose_backend), and the GPU of this rank. Ranks on one host (real hosts,
 // not emulated nodes) take GPUs round robin; NCCL needs one GPU per rank.
 Status choose_transport(ClusterRuntime& rt, bool* rank_specific) {
-  MPI_Comm host;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host);
+  // Real hosts (not emulated nodes): GPUs belong to machines.
+  SW_ASSIGN_OR_RETURN(std::vector<int> host_of, comm::detect_world_nodes());
   // Workers on this host and this rank's index among them (the coordinator uses no GPU).
-  const int is_worker = rt.rank() == 0 ? 0 : 1;
+  const int me = rt.rank();
   int workers_here = 0, worker_index = 0;
-  MPI_Allreduce(&is_worker, &workers_here, 1, MPI_INT, MPI_SUM, host);
-  MPI_Exscan(&is_worker, &worker_index, 1, MPI_INT, MPI_SUM, host);
-  int host_rank = 0;
-  MPI_Comm_rank(host, &host_rank);
-  if (host_rank == 0) worker_index = 0;  // MPI_Exscan leaves rank 0's result undefined
-  MPI_Comm_free(&host);
+  for (int r = 1; r < static_cast<int>(host_of.size()); ++r) {
+    if (host_of[static_cast<size_t>(r)] != host_of[static_cast<size_t>(me)]) continue;
+    ++workers_here;
+    if (r < me) ++worker_index;
+  }
   comm::BackendFacts facts;
   facts.nccl_compiled = SHARDWISE_COMM_HAVE_NCCL;
   facts.device_buffers = rt.cluster.runtime.device == "cuda";
@@ -91,10 +70,11 @@ Status choose_transport(ClusterRuntime& rt, bool* rank_specific) {
   rt.device_ordinal = facts.num_gpus > 0 ? worker_index % facts.num_gpus : 0;
   auto choice = comm::choose_backend(rt.cluster.comm.backend, facts);
   // Every rank must use the same transport: agree on the weakest (error < MPI < NCCL).
-  const int mine = !choice.ok() ? 0 : choice->backend == comm::CommBackend::kNccl ? 2 : 1;
-  int agreed = mine, best = mine;
-  MPI_Allreduce(&mine, &agreed, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  MPI_Allreduce(&mine, &best, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  const int32_t mine = !choice.ok() ? 0 : choice->backend == comm::CommBackend::kNccl ? 2 : 1;
+  std::vector<int32_t> all(static_cast<size_t>(rt.world->size()));
+  SW_RETURN_IF_ERROR(rt.world->all_gather(&mine, all.data(), 1, DType::kI32));
+  const int32_t agreed = *std::min_element(all.begin(), all.end());
+  const int32_t best = *std::max_element(all.begin(), all.end());
   if (rank_specific && best == 0) *rank_specific = false;  // every rank refused alike
   if (!choice.ok()) return choice.status().with_context(rt.cluster.source);
   if (agreed == 0)
@@ -142,16 +122,10 @@ Result<ClusterRuntime> start_cluster(const std::string& config_path, bool* rank_
   if (rank_specific) *rank_specific = true;
   // Every rank takes part in both splits; the coordinator joins no group (color -1).
   const parallel::RankCoord& me = rt.rank_plan().coord;
-  int stage_color = -1, tp_color = -1, key = 0;
-  if (!me.coordinator) {
-    const auto& pool = rt.plan.pools[me.pool];
-    int stage_id = 0;
-    for (int p = 0; p < me.pool; ++p) stage_id += rt.plan.pools[p].instances * rt.plan.pools[p].pp;
-    stage_id += me.instance * pool.pp + me.stage;
-    stage_color = stage_id;
-    tp_color = stage_id * 4096 + me.dp;
-    key = me.dp * pool.tp + me.tp;
-  }
+  const int stage_color = parallel::stage_group_color(rt.plan.pools, me);
+  const int tp_color = parallel::tp_group_color(rt.plan.pools, me);
+  const int key =
+      me.coordinator ? 0 : me.dp * rt.plan.pools[static_cast<size_t>(me.pool)].tp + me.tp;
   SW_ASSIGN_OR_RETURN(rt.stage_group, rt.world->split(stage_color, key));
   SW_ASSIGN_OR_RETURN(rt.tp_group, rt.world->split(tp_color, me.tp));
   SW_RETURN_IF_ERROR(choose_transport(rt, rank_specific));
@@ -163,17 +137,15 @@ Result<WorkerEngine> build_worker_engine(ClusterRuntime& rt, int64_t num_kv_bloc
   const parallel::RankPlan& rp = rt.rank_plan();
   const parallel::PoolSpec& pool = rt.plan.pools[rp.coord.pool];
   const auto& cfg = rt.cluster;
-  if (cfg.runtime.device == "cuda") {
-    SW_ASSIGN_OR_RETURN(e.backend, kernels::make_cuda_backend(rt.device_ordinal));
-  } else {
-    e.backend = kernels::make_cpu_backend(0);
-  }
+  kernels::BackendOptions bo;
+  bo.device_ordinal = rt.device_ordinal;
+  SW_ASSIGN_OR_RETURN(e.backend, kernels::make_backend(cfg.runtime.device, bo));
   SW_ASSIGN_OR_RETURN(DType dtype, parse_dtype(cfg.model.dtype));
   SW_ASSIGN_OR_RETURN(model::LoadFormat format, model::parse_load_format(cfg.model.load_format));
   SW_ASSIGN_OR_RETURN(auto source, model::open_weight_source(rt.model, cfg.model.path, format,
                                                              cfg.model.dummy_seed));
   SW_ASSIGN_OR_RETURN(ModelWeights weights,
-                      load_model_weights(rt.model, *source, *e.backend, dtype, shard_of(rp)));
+                      load_model_weights(rt.model, *source, *e.backend, dtype, rp.shard));
 
   parallel::DistributedForwardOptions o;
   o.world = rt.world.get();
@@ -200,62 +172,95 @@ Result<WorkerEngine> build_worker_engine(ClusterRuntime& rt, int64_t num_kv_bloc
   mo.capacity_factor = cfg.moe.capacity_factor;
   mo.policy = cfg.moe.drop_policy;
   e.runner->set_moe_options(mo);
+  e.steps = std::make_unique<StepThread>(*e.runner);
   return e;
 }
 
 Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& endpoint) {
   const parallel::RankPlan& rp = rt.rank_plan();
   const auto& pool = rt.plan.pools[rp.coord.pool];
-  const bool replies = rp.has_lm_head && rp.coord.tp == 0;
+  const bool replies = rp.shard.has_lm_head && rp.coord.tp == 0;
   const std::string id = fmt::format("rank{}", rt.rank());
+  const std::string who = fmt::format("rank {} (stage {}, dp {}, tp {})", rt.rank(), rp.coord.stage,
+                                      rp.coord.dp, rp.coord.tp);
   SW_ASSIGN_OR_RETURN(auto channel, comm::ControlChannel::worker(rt.cluster.comm, endpoint, id));
+  // Steps run on their own thread so this one keeps the heartbeats going through a long step
+  // (a collective waiting for a slow peer included).
+  StepThread& steps = *engine.steps;
+  uint64_t request = 0;  // of the step in flight
+  bool collect = false;
+  struct Queued {
+    uint64_t request;
+    bool collect;
+    StepMetadata meta;
+  };
+  std::deque<Queued> queued;
+  // Anything that stops this rank is reported to the coordinator before the loop ends.
+  auto fail = [&](Status err, uint64_t request_id) {
+    err = err.with_context(who);
+    (void)channel->send("", comm::MessageType::kError, request_id, err.message());
+    return err;
+  };
   while (true) {
-    SW_ASSIGN_OR_RETURN(auto msg, channel->receive(1.0));
+    if (auto done = steps.poll()) {
+      if (!done->ok()) return fail(done->status(), request);
+      StepResult& result = done->value();
+      // The last stage's tp-rank-0 of each dp group replies with its tokens; with metrics on,
+      // every other stage's tp-rank-0 of each dp group sends its layers' metrics.
+      if (replies || (rp.coord.tp == 0 && collect)) {
+        StepReply rep;
+        rep.dp_group = rp.coord.dp;
+        rep.stage = rp.coord.stage;
+        if (replies) {
+          rep.sampled = result.sampled;
+          rep.logits_row = result.logits_row;
+          rep.logits = result.logits;
+        }
+        rep.moe_metrics = std::move(result.moe_metrics);
+        const std::string payload = encode_step_reply(rep);
+        if (payload.size() + comm::kControlHeaderBytes > rt.cluster.comm.control_max_message_bytes)
+          return fail(
+              resource_exhausted("the step reply is {} bytes ({} logits rows of {} values for "
+                                 "--dump-logits), over the control channel's limit of {} "
+                                 "bytes: dump fewer or shorter prompts",
+                                 payload.size(), rep.logits.defined() ? rep.logits.dim(0) : 0,
+                                 rt.model.vocab_size, rt.cluster.comm.control_max_message_bytes),
+              request);
+        SW_RETURN_IF_ERROR(channel->send("", comm::MessageType::kResult, request, payload));
+      }
+    }
+    if (!steps.busy() && !queued.empty()) {
+      request = queued.front().request;
+      collect = queued.front().collect;
+      SW_RETURN_IF_ERROR(steps.submit(std::move(queued.front().meta), collect));
+      queued.pop_front();
+    }
+    SW_ASSIGN_OR_RETURN(auto msg, channel->receive(steps.busy() ? 0.002 : 0.5));
     if (!msg) {
+      // Same rule as the coordinator's: silent for interval x misses means gone. A step stuck
+      // in a collective cannot be interrupted, so the error ends the job.
       if (channel->is_lost("coordinator"))
         return unavailable(
-            "rank {}: lost the coordinator at {} (no heartbeat for {:.1f} s)", rt.rank(), endpoint,
+            "{}: lost the coordinator at {} (no heartbeat for {:.1f} s)", who, endpoint,
             rt.cluster.comm.heartbeat_interval_s * rt.cluster.comm.heartbeat_miss_count);
       continue;
     }
-    if (msg->type == comm::MessageType::kShutdown) return Status();
+    if (msg->type == comm::MessageType::kShutdown) {
+      // Sent once every step has answered; the earlier stages may still be finishing theirs.
+      while (steps.busy() && !steps.poll()) steps.wait(rt.cluster.comm.timeout_s);
+      return Status();
+    }
     if (msg->type != comm::MessageType::kCommand) continue;
-    // Anything that stops this rank is reported to the coordinator before the loop ends.
-    auto fail = [&](Status err) {
-      err = err.with_context(fmt::format("rank {} (stage {}, dp {}, tp {})", rt.rank(),
-                                         rp.coord.stage, rp.coord.dp, rp.coord.tp));
-      (void)channel->send("", comm::MessageType::kError, msg->request_id, err.message());
-      return err;
-    };
     auto cmd = decode_step_command(msg->payload);
-    if (!cmd.ok()) return fail(cmd.status());
+    if (!cmd.ok()) return fail(cmd.status(), msg->request_id);
     if (static_cast<int>(cmd->groups.size()) != pool.dp)
       return fail(invalid_argument("step command for {} dp groups, this instance has {}",
-                                   cmd->groups.size(), pool.dp));
-    engine.runner->set_collect_moe_metrics(cmd->collect_moe_metrics);
-    auto result = engine.runner->execute(cmd->groups[rp.coord.dp]);
-    if (!result.ok()) return fail(result.status());
-    // The last stage's tp-rank-0 of each dp group replies with its tokens; with metrics on,
-    // every other stage's tp-rank-0 of each dp group sends its layers' metrics.
-    if (!replies && !(rp.coord.tp == 0 && cmd->collect_moe_metrics)) continue;
-    StepReply rep;
-    rep.dp_group = rp.coord.dp;
-    rep.stage = rp.coord.stage;
-    if (replies) {
-      rep.sampled = result->sampled;
-      rep.logits_row = result->logits_row;
-      rep.logits = result->logits;
-    }
-    rep.moe_metrics = std::move(result->moe_metrics);
-    const std::string payload = encode_step_reply(rep);
-    if (payload.size() + comm::kControlHeaderBytes > rt.cluster.comm.control_max_message_bytes)
-      return fail(
-          resource_exhausted("the step reply is {} bytes ({} logits rows of {} values for "
-                             "--dump-logits), over the control channel's "
-                             "limit of {} bytes: dump fewer or shorter prompts",
-                             payload.size(), rep.logits.defined() ? rep.logits.dim(0) : 0,
-                             rt.model.vocab_size, rt.cluster.comm.control_max_message_bytes));
-    SW_RETURN_IF_ERROR(channel->send("", comm::MessageType::kResult, msg->request_id, payload));
+                                   cmd->groups.size(), pool.dp),
+                  msg->request_id);
+    // Ranks that do not reply (earlier stages) may still be finishing the previous step when
+    // the next arrives: steps queue up and run in order.
+    queued.push_back({msg->request_id, cmd->collect_moe_metrics,
+                      std::move(cmd->groups[static_cast<size_t>(rp.coord.dp)])});
   }
 }
 

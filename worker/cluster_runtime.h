@@ -1,7 +1,9 @@
-// Start-up shared by every rank of `mpirun -np N shardwise generate --config F`: rank 0
-// reads the cluster file and broadcasts it, every rank parses it and builds the same plan
-// (checking the world size), then the stage and tp communicators are split off the world.
-// The caller owns MPI_Init/MPI_Finalize.
+// Start-up shared by every rank of a cluster job (`mpirun -np N shardwise generate --config
+// F`): rank 0 reads the cluster file and broadcasts it, every rank parses it and builds the
+// same plan (checking the world size), then the stage and tp communicators are split off the
+// world and the data-plane transport is agreed. The worker side: a rank's runner over its
+// shard, and the loop that executes the coordinator's step commands. MPI_Init/MPI_Finalize
+// belong to coordinator/cluster_job.
 #pragma once
 
 #include <memory>
@@ -14,6 +16,7 @@
 #include "parallel/cluster_config.h"
 #include "parallel/plan.h"
 #include "worker/model_runner.h"
+#include "worker/step_thread.h"
 
 namespace sw::worker {
 
@@ -36,20 +39,20 @@ struct ClusterRuntime {
 // from this rank and stop the job, since the others may wait for it.
 Result<ClusterRuntime> start_cluster(const std::string& config_path, bool* rank_specific = nullptr);
 
-// The part of the model a worker rank holds, from its RankPlan.
-ShardSpec shard_of(const parallel::RankPlan& rp);
-
 // Loads a worker's shard and builds its runner; `num_kv_blocks` is the same for every rank
 // of the instance (the coordinator decides it).
 struct WorkerEngine {
   std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<parallel::ForwardParallelism> forward;
   std::unique_ptr<ModelRunner> runner;
+  std::unique_ptr<StepThread> steps;  // the runner's steps; declared last, so stopped first
 };
 Result<WorkerEngine> build_worker_engine(ClusterRuntime& rt, int64_t num_kv_blocks);
 
 // Runs a worker until the coordinator says shutdown: connects to `endpoint`, executes step
-// commands for its dp group, and (last stage, tp rank 0) replies with tokens and logits.
+// commands for its dp group on the engine's step thread, and (last stage, tp rank 0) replies
+// with tokens and logits. On an error a step may still be running (stuck in a collective):
+// the caller must end the process (MPI_Abort) without destroying `engine`.
 Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& endpoint);
 
 }  // namespace sw::worker

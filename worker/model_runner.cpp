@@ -39,55 +39,14 @@ std::vector<float> rope_inv_freq(const model::ModelConfig& c) {
   return inv;
 }
 
-Status check_step(const KvBlockPool& pool, const std::vector<const SequenceInput*>& inputs,
-                  int64_t vocab_size) {
-  std::set<int64_t> seen;
-  int64_t need = 0;
-  for (const SequenceInput* in : inputs) {
-    if (!seen.insert(in->seq_id).second)
-      return invalid_argument("step: sequence {} appears twice in one batch", in->seq_id);
-    for (int32_t t : in->tokens)
-      if (t < 0 || t >= vocab_size)
-        return invalid_argument("sequence {}: token id {} is outside the vocabulary [0, {})",
-                                in->seq_id, t, vocab_size);
-    need += pool.blocks_needed(in->seq_id, static_cast<int64_t>(in->tokens.size()));
-  }
-  if (need > pool.num_free_blocks())
-    return resource_exhausted(
-        "KV cache out of blocks: this batch needs {} more block(s), {} of {} free", need,
-        pool.num_free_blocks(), pool.num_blocks());
-  return Status();
-}
-
-Result<StepMetadata> allocate_step(KvBlockPool& pool,
-                                   const std::vector<const SequenceInput*>& inputs,
-                                   int64_t vocab_size) {
-  SW_RETURN_IF_ERROR(check_step(pool, inputs, vocab_size));
-  StepMetadata meta;
-  for (const SequenceInput* in : inputs) {
-    if (!pool.has_sequence(in->seq_id)) SW_RETURN_IF_ERROR(pool.add_sequence(in->seq_id));
-    StepSequence s;
-    s.seq_id = in->seq_id;
-    s.tokens = in->tokens;
-    s.start_pos = pool.num_tokens(in->seq_id);
-    SW_RETURN_IF_ERROR(
-        pool.append(in->seq_id, static_cast<int64_t>(in->tokens.size()), &meta.copies));
-    s.block_table = pool.block_table(in->seq_id);
-    s.sample = in->sample;
-    s.sampling = in->sampling;
-    s.keep_logits = in->keep_logits;
-    meta.seqs.push_back(std::move(s));
-  }
-  return meta;
-}
-
 ModelRunner::ModelRunner(model::ModelConfig config, ModelWeights weights, kernels::Backend& backend,
                          KvCacheOptions kv, parallel::ForwardParallelism* parallelism)
     : config_(std::move(config)),
       weights_(std::move(weights)),
       backend_(backend),
       par_(parallelism),
-      pool_(kv.num_blocks, kv.block_size),
+      num_blocks_(kv.num_blocks),
+      block_size_(kv.block_size),
       dtype_(weights_.layers.empty() ? weights_.embed.dtype()
                                      : weights_.layers[0].input_norm.dtype()) {
   allocate_kv_cache(kv.num_blocks);
@@ -103,32 +62,35 @@ void ModelRunner::allocate_kv_cache(int64_t num_blocks) {
   k_cache_.clear();  // the old cache goes back before the new one is taken
   v_cache_.clear();
   for (int l = 0; l < weights_.shard.num_layers(); ++l) {
-    Shape s = {num_blocks, pool_.block_size(), weights_.shard.num_kv_heads(), config_.head_dim};
+    Shape s = {num_blocks, block_size_, weights_.shard.num_kv_heads(), config_.head_dim};
     k_cache_.push_back(backend_.alloc(s, dtype_));
     v_cache_.push_back(backend_.alloc(s, dtype_));
   }
 }
 
 int64_t ModelRunner::kv_block_bytes() const {
-  return int64_t{weights_.shard.num_layers()} * 2 * pool_.block_size() *
-         weights_.shard.num_kv_heads() * config_.head_dim *
-         static_cast<int64_t>(dtype_size(dtype_));
+  return weights_.shard.kv_block_bytes(config_.head_dim, block_size_,
+                                       static_cast<int64_t>(dtype_size(dtype_)));
 }
 
 Result<int64_t> ModelRunner::fit_kv_cache_to_memory(double utilization, int64_t profile_tokens,
                                                     int64_t min_blocks) {
   if (!(utilization > 0 && utilization <= 1))
     return invalid_argument("gpu_memory_utilization must be in (0, 1], got {}", utilization);
-  if (pool_.num_sequences() > 0)
-    return invalid_argument("fit_kv_cache_to_memory: the KV cache holds {} sequence(s)",
-                            pool_.num_sequences());
   if (profile_tokens > 0) {
     // The profile prompt: the largest step the scheduler sends, so the arena sees its peak.
-    SequenceInput in;
+    const int64_t blocks = (profile_tokens + block_size_ - 1) / block_size_;
+    if (blocks > num_blocks_)
+      return invalid_argument(
+          "fit_kv_cache_to_memory: the profile step of {} tokens needs {} blocks, the cache "
+          "has {}",
+          profile_tokens, blocks, num_blocks_);
+    StepMetadata profile;
+    StepSequence& in = profile.seqs.emplace_back();
     in.seq_id = -1;
     in.tokens.assign(static_cast<size_t>(profile_tokens), 0);
-    auto r = step({in});
-    if (pool_.has_sequence(-1)) SW_RETURN_IF_ERROR(pool_.free_sequence(-1));
+    for (int64_t b = 0; b < blocks; ++b) in.block_table.push_back(static_cast<int32_t>(b));
+    auto r = execute(profile);
     if (!r.ok())
       return r.status().with_context(
           fmt::format("profile step of {} tokens (max_num_batched_tokens)", profile_tokens));
@@ -144,7 +106,7 @@ Result<int64_t> ModelRunner::fit_kv_cache_to_memory(double utilization, int64_t 
       per_block > 0 ? std::max<int64_t>(0, budget - mem.in_use_bytes) / per_block : min_blocks;
   constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
   if (blocks < min_blocks) {
-    allocate_kv_cache(pool_.num_blocks());  // the runner stays usable as it was
+    allocate_kv_cache(num_blocks_);  // the runner stays usable as it was
     return resource_exhausted(
         "KV cache: {:.2f} GiB of device memory x gpu_memory_utilization {} = {:.2f} GiB, of "
         "which weights, the {:.2f} GiB step workspace and buffers already take {:.2f} GiB; "
@@ -152,10 +114,9 @@ Result<int64_t> ModelRunner::fit_kv_cache_to_memory(double utilization, int64_t 
         "(one sequence of the longest length); raise gpu_memory_utilization or lower "
         "max_num_batched_tokens",
         mem.total_bytes / kGiB, utilization, budget / kGiB, workspace_.capacity_bytes() / kGiB,
-        mem.in_use_bytes / kGiB, blocks, pool_.block_size(), per_block / (1024.0 * 1024.0),
-        min_blocks);
+        mem.in_use_bytes / kGiB, blocks, block_size_, per_block / (1024.0 * 1024.0), min_blocks);
   }
-  pool_ = KvBlockPool(blocks, pool_.block_size());
+  num_blocks_ = blocks;
   allocate_kv_cache(blocks);
   return blocks;
 }
@@ -174,9 +135,8 @@ int ModelRunner::graph_batch_size(int batch) const {
 }
 
 int64_t ModelRunner::graph_table_width() const {
-  const int64_t longest =
-      (config_.max_position_embeddings + pool_.block_size() - 1) / pool_.block_size();
-  return std::max<int64_t>(1, std::min(pool_.num_blocks(), longest));
+  const int64_t longest = (config_.max_position_embeddings + block_size_ - 1) / block_size_;
+  return std::max<int64_t>(1, std::min(num_blocks_, longest));
 }
 
 Status ModelRunner::apply_block_copies(const std::vector<BlockCopy>& copies) {
@@ -229,15 +189,6 @@ std::vector<int32_t> padded_tables(const std::vector<const StepSequence*>& seqs,
 
 bool is_decode(const StepSequence& s) { return s.tokens.size() == 1 && s.start_pos > 0; }
 
-// The sequence's block table must cover its cached tokens plus this step's.
-Status check_table(const StepSequence& s, int block_size) {
-  const int64_t total = s.start_pos + static_cast<int64_t>(s.tokens.size());
-  if (static_cast<int64_t>(s.block_table.size()) * block_size < total)
-    return invalid_argument("sequence {}: block table of {} blocks cannot hold {} tokens", s.seq_id,
-                            s.block_table.size(), total);
-  return Status();
-}
-
 // KV slot (block * block_size + offset) of token position `pos` of the sequence.
 int32_t slot_of(const StepSequence& s, int64_t pos, int block_size) {
   return static_cast<int32_t>(s.block_table[pos / block_size] * block_size + pos % block_size);
@@ -245,18 +196,39 @@ int32_t slot_of(const StepSequence& s, int64_t pos, int block_size) {
 
 }  // namespace
 
-Result<StepResult> ModelRunner::step(const std::vector<SequenceInput>& batch) {
-  std::vector<const SequenceInput*> inputs;
-  for (const auto& in : batch) {
-    if (in.kv_group != 0)
-      return invalid_argument("step: sequence {} names KV group {} of 1", in.seq_id, in.kv_group);
-    inputs.push_back(&in);
+// Metadata comes from another process: everything the kernels index with is checked here,
+// so a bad step is an error and never an out-of-bounds access.
+Status ModelRunner::check_metadata(const StepMetadata& meta) const {
+  std::set<int64_t> seen;
+  const int64_t max_len = config_.max_position_embeddings;
+  for (const StepSequence& s : meta.seqs) {
+    if (!seen.insert(s.seq_id).second)
+      return invalid_argument("step: sequence {} appears twice", s.seq_id);
+    const int64_t total = s.start_pos + static_cast<int64_t>(s.tokens.size());
+    if (s.start_pos < 0 || total > max_len)
+      return invalid_argument("step: sequence {} covers positions [{}, {}), outside [0, {})",
+                              s.seq_id, s.start_pos, total, max_len);
+    for (int32_t t : s.tokens)
+      if (t < 0 || t >= config_.vocab_size)
+        return invalid_argument("step: sequence {}: token id {} is outside the vocabulary [0, {})",
+                                s.seq_id, t, config_.vocab_size);
+    if (static_cast<int64_t>(s.block_table.size()) * block_size_ < total)
+      return invalid_argument("step: sequence {}: block table of {} blocks cannot hold {} tokens",
+                              s.seq_id, s.block_table.size(), total);
+    for (int32_t b : s.block_table)
+      if (b < 0 || b >= num_blocks_)
+        return invalid_argument("step: sequence {}: block {} is outside the cache of {} blocks",
+                                s.seq_id, b, num_blocks_);
   }
-  SW_ASSIGN_OR_RETURN(StepMetadata meta, allocate_step(pool_, inputs, config_.vocab_size));
-  return execute(meta);
+  for (const BlockCopy& cp : meta.copies)
+    if (cp.src < 0 || cp.src >= num_blocks_ || cp.dst < 0 || cp.dst >= num_blocks_)
+      return invalid_argument("step: block copy {} -> {} is outside the cache of {} blocks", cp.src,
+                              cp.dst, num_blocks_);
+  return Status();
 }
 
 Result<StepResult> ModelRunner::execute(const StepMetadata& meta) {
+  SW_RETURN_IF_ERROR(check_metadata(meta));
   // A grown arena moves every per-step buffer, so graphs recorded against it are stale.
   if (workspace_.reset(backend_)) drop_graphs();
   kernels::WorkspaceScope scope(backend_, &workspace_);
@@ -293,15 +265,7 @@ Result<StepResult> ModelRunner::execute(const StepMetadata& meta) {
       rows += r.logits.dim(0);
       logits.push_back(r.logits);
     }
-    for (size_t l = 0; l < r.moe_metrics.size(); ++l) {
-      if (merged.moe_metrics.size() <= l) merged.moe_metrics.emplace_back();
-      auto& acc = merged.moe_metrics[l];
-      acc.tokens_per_expert.resize(r.moe_metrics[l].tokens_per_expert.size(), 0);
-      for (size_t e = 0; e < acc.tokens_per_expert.size(); ++e)
-        acc.tokens_per_expert[e] += r.moe_metrics[l].tokens_per_expert[e];
-      acc.num_assignments += r.moe_metrics[l].num_assignments;
-      acc.num_dropped += r.moe_metrics[l].num_dropped;
-    }
+    moe::merge_layer_metrics(merged.moe_metrics, r.moe_metrics);
   }
   if (!logits.empty()) {
     const int64_t V = logits[0].dim(1);
@@ -319,7 +283,7 @@ Result<StepResult> ModelRunner::execute_microbatch(const StepMetadata& meta) {
   auto& b = backend_;
   const auto& c = config_;
   const ShardSpec& sh = weights_.shard;
-  const int block_size = pool_.block_size();
+  const int block_size = block_size_;
   StepResult result;
   result.sampled.assign(meta.seqs.size(), -1);
   result.logits_row.assign(meta.seqs.size(), -1);
@@ -342,7 +306,6 @@ Result<StepResult> ModelRunner::execute_microbatch(const StepMetadata& meta) {
     const StepSequence& s = meta.seqs[order[oi]];
     row_of[order[oi]] = static_cast<int64_t>(ids.size());
     const int64_t total = s.start_pos + static_cast<int64_t>(s.tokens.size());
-    SW_RETURN_IF_ERROR(check_table(s, block_size));
     for (size_t j = 0; j < s.tokens.size(); ++j) {
       const int64_t pos = s.start_pos + static_cast<int64_t>(j);
       ids.push_back(s.tokens[j]);
@@ -442,7 +405,7 @@ Result<StepResult> ModelRunner::execute_decode_graph(const StepMetadata& meta) {
   auto& b = backend_;
   const int64_t B = static_cast<int64_t>(meta.seqs.size());
   const int size = graph_batch_size(static_cast<int>(B));
-  const int block_size = pool_.block_size();
+  const int block_size = block_size_;
   if (!graph_ids_.defined()) {
     kernels::WorkspaceScope persistent(b, nullptr);
     const int64_t n = graph_max_batch_;
@@ -459,7 +422,6 @@ Result<StepResult> ModelRunner::execute_decode_graph(const StepMetadata& meta) {
   for (int64_t i = 0; i < B; ++i) {
     const StepSequence& s = meta.seqs[i];
     const int64_t pos = s.start_pos;
-    SW_RETURN_IF_ERROR(check_table(s, block_size));
     ids[i] = s.tokens[0];
     positions[i] = static_cast<int32_t>(pos);
     slots[i] = slot_of(s, pos, block_size);

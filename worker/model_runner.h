@@ -1,10 +1,9 @@
 // ModelRunner: executes one step of the model for a batch that mixes prefill chunks and
 // decode tokens of different sequences, over a paged KV cache, and samples on the device.
 // The forward knows nothing of parallelism: it holds one rank's shard (ShardSpec) and calls
-// parallel::ForwardParallelism at the seams (null = one process, whole model).
-//
-// Two entry points: step() allocates KV blocks from the runner's own pool (one process);
-// execute() runs a StepMetadata whose block tables a coordinator already chose (workers).
+// parallel::ForwardParallelism at the seams (null = one process, whole model). It owns the
+// KV cache tensors but no block table: execute() runs a StepMetadata whose blocks the
+// coordinator's scheduler chose (coordinator::KvBlockManager).
 #pragma once
 
 #include <cstdint>
@@ -18,8 +17,8 @@
 #include "model/model_config.h"
 #include "moe/expert_ffn.h"
 #include "parallel/forward_parallelism.h"
-#include "worker/kv_block_pool.h"
 #include "worker/model_weights.h"
+#include "worker/step_metadata.h"
 
 namespace sw::worker {
 
@@ -28,81 +27,21 @@ struct KvCacheOptions {
   int block_size = 16;
 };
 
-struct SequenceInput {
-  int64_t seq_id = 0;
-  int kv_group = 0;             // which KV pool (dp group) holds the sequence
-  std::vector<int32_t> tokens;  // new tokens, appended after what the cache already holds
-  bool sample = true;           // sample a token from the last position's logits
-  kernels::SamplingRow sampling;
-  bool keep_logits = false;  // return float32 logits for every new token's position
-};
-
-// One sequence of a step with its KV placement decided: what a coordinator sends a worker.
-struct StepSequence {
-  int64_t seq_id = 0;
-  std::vector<int32_t> tokens;
-  int64_t start_pos = 0;             // tokens already cached before this step
-  std::vector<int32_t> block_table;  // covers start_pos + tokens.size() tokens
-  bool sample = true;
-  kernels::SamplingRow sampling;
-  bool keep_logits = false;
-};
-
-struct StepMetadata {
-  std::vector<StepSequence> seqs;
-  std::vector<BlockCopy> copies;  // copy-on-write block copies to do first
-};
-
-struct StepResult {
-  std::vector<int32_t> sampled;  // per input: the sampled token, or -1 when !sample
-  // Host float32 [rows, V] for inputs with keep_logits, in input order; logits_row[i] is the
-  // first row of input i (or -1).
-  Tensor logits;
-  std::vector<int64_t> logits_row;
-  std::vector<moe::MoeLayerMetrics> moe_metrics;  // per MoE layer, when collect_moe_metrics
-};
-
-// What the Generator drives: a local runner or a coordinator's view of a worker pool.
-class StepExecutor {
- public:
-  virtual ~StepExecutor() = default;
-  virtual const model::ModelConfig& config() const = 0;
-  virtual int num_kv_groups() const = 0;
-  virtual KvBlockPool& kv_pool(int group) = 0;
-  // Appends each input's tokens to its sequence's cache in pool `kv_group` (creating it on
-  // first use) and runs the model. If a pool cannot hold the batch, nothing is appended and
-  // kResourceExhausted names the shortfall.
-  virtual Result<StepResult> step(const std::vector<SequenceInput>& batch) = 0;
-  virtual Status free_sequence(int64_t seq_id, int kv_group) = 0;
-};
-
-// Validates the inputs of one KV group and checks the pool can hold them all; changes nothing.
-Status check_step(const KvBlockPool& pool, const std::vector<const SequenceInput*>& inputs,
-                  int64_t vocab_size);
-// check_step, then appends the inputs and returns their metadata in input order (inputs with
-// no tokens are kept, with no blocks).
-Result<StepMetadata> allocate_step(KvBlockPool& pool,
-                                   const std::vector<const SequenceInput*>& inputs,
-                                   int64_t vocab_size);
-
 // Inverse RoPE frequencies with the config's rope_scaling applied: float32 [head_dim / 2].
 std::vector<float> rope_inv_freq(const model::ModelConfig& config);
 
-class ModelRunner : public StepExecutor {
+class ModelRunner {
  public:
   ModelRunner(model::ModelConfig config, ModelWeights weights, kernels::Backend& backend,
               KvCacheOptions kv, parallel::ForwardParallelism* parallelism = nullptr);
 
-  const model::ModelConfig& config() const override { return config_; }
-  int num_kv_groups() const override { return 1; }
-  KvBlockPool& kv_pool(int) override { return pool_; }
-  KvBlockPool& kv_pool() { return pool_; }
-  Result<StepResult> step(const std::vector<SequenceInput>& batch) override;
-  Status free_sequence(int64_t seq_id, int = 0) override { return pool_.free_sequence(seq_id); }
-
-  // The forward for a step whose KV placement is decided. Stages without the LM head send
+  const model::ModelConfig& config() const { return config_; }
+  // The forward for a step whose KV placement is decided: block ids must be below
+  // num_kv_blocks() and every table must cover its sequence. Stages without the LM head send
   // their output to the next stage and return a result with no tokens.
   Result<StepResult> execute(const StepMetadata& meta);
+  int64_t num_kv_blocks() const { return num_blocks_; }
+  int kv_block_size() const { return block_size_; }
   kernels::Backend& backend() { return backend_; }
   const ShardSpec& shard() const { return weights_.shard; }
   void set_collect_moe_metrics(bool on) { collect_moe_metrics_ = on; }
@@ -131,8 +70,8 @@ class ModelRunner : public StepExecutor {
   // `profile_tokens` prompt tokens (the largest step the scheduler will send, so the arena
   // reaches its full size), then replaces the cache with as many blocks as fit in
   //   utilization * total memory - what this backend already holds (weights, arena, ...).
-  // The cache must hold the profile prompt when called. Errors (naming the numbers) when
-  // fewer than `min_blocks` blocks fit. Returns the new block count; the pool is empty after.
+  // The cache must hold the profile prompt when called; what it held is gone after. Errors
+  // (naming the numbers) when fewer than `min_blocks` blocks fit. Returns the new count.
   Result<int64_t> fit_kv_cache_to_memory(double utilization, int64_t profile_tokens,
                                          int64_t min_blocks);
   // Bytes of one KV block over every local layer (K and V).
@@ -140,6 +79,7 @@ class ModelRunner : public StepExecutor {
 
  private:
   struct Batch;  // device metadata of one step
+  Status check_metadata(const StepMetadata& meta) const;
   Result<StepResult> execute_microbatch(const StepMetadata& meta);
   Status run_layer(int local_layer, const Batch& b, Tensor& hidden, Tensor& residual,
                    std::vector<moe::MoeLayerMetrics>* metrics);
@@ -167,7 +107,8 @@ class ModelRunner : public StepExecutor {
   ModelWeights weights_;
   kernels::Backend& backend_;
   parallel::ForwardParallelism* par_;
-  KvBlockPool pool_;
+  int64_t num_blocks_;
+  int block_size_;
   std::vector<Tensor> k_cache_, v_cache_;  // per local layer [num_blocks, block_size, Hk_local, D]
   Tensor inv_freq_;
   DType dtype_;

@@ -8,6 +8,7 @@
 #include "common/tensor.h"
 #include "kernels/backend.h"
 #include "model/model_config.h"
+#include "model/shard_spec.h"
 #include "model/weight_source.h"
 
 namespace sw::worker {
@@ -23,22 +24,7 @@ struct LayerWeights {
   Tensor experts_gate_up, experts_down;  // MoE: [E, 2I, H], [E, H, I]
 };
 
-// Which part of the model a rank holds (see parallel::RankPlan). full() is the whole model.
-struct ShardSpec {
-  int layer_begin = 0, layer_end = 0;  // [begin, end) of the model's layers
-  bool has_embedding = true, has_lm_head = true;
-  int q_head_begin = 0, q_head_end = 0;
-  int kv_head_begin = 0, kv_head_end = 0;
-  int64_t vocab_begin = 0, vocab_end = 0;
-  int64_t ffn_begin = 0, ffn_end = 0;          // dense FFN intermediate slice
-  int expert_begin = 0, expert_end = 0;        // experts held
-  int64_t moe_ffn_begin = 0, moe_ffn_end = 0;  // expert intermediate slice
-  static ShardSpec full(const model::ModelConfig& c);
-  int num_layers() const { return layer_end - layer_begin; }
-  int num_q_heads() const { return q_head_end - q_head_begin; }
-  int num_kv_heads() const { return kv_head_end - kv_head_begin; }
-  int num_experts() const { return expert_end - expert_begin; }
-};
+using model::ShardSpec;
 
 struct ModelWeights {
   ShardSpec shard;

@@ -1,5 +1,6 @@
 // Helpers shared by the engine tests: build a runner for a config (dummy or fixture
-// weights) on the CPU backend, and compare logits.
+// weights) on the CPU backend, drive it step by step with a KV pool deciding the blocks (as
+// the scheduler would), and compare logits.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -11,18 +12,63 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/engine.h"
+#include "coordinator/kv_block_pool.h"
+#include "coordinator/local_executor.h"
 #include "kernels/backend.h"
 #include "model/model_config.h"
 #include "model/weight_source.h"
-#include "worker/generator.h"
 #include "worker/model_runner.h"
 #include "worker/model_weights.h"
 
 namespace sw::testing {
 
+// One sequence's new tokens for a step.
+struct SequenceInput {
+  int64_t seq_id = 0;
+  std::vector<int32_t> tokens;  // appended after what the cache holds
+  bool sample = true;
+  kernels::SamplingRow sampling;
+  bool keep_logits = false;
+};
+
 struct TestEngine {
   std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<worker::ModelRunner> runner;
+  std::unique_ptr<coordinator::KvBlockPool> pool;  // the blocks of runner's cache
+
+  // Appends each input's tokens to its sequence (created on first use) and runs the step.
+  // When the pool cannot hold the batch nothing changes and the error says so.
+  Result<worker::StepResult> step(const std::vector<SequenceInput>& batch) {
+    int64_t need = 0;
+    for (const auto& in : batch)
+      need += pool->blocks_needed(in.seq_id, static_cast<int64_t>(in.tokens.size()));
+    if (need > pool->num_free_blocks())
+      return resource_exhausted("this batch needs {} more block(s), {} of {} free", need,
+                                pool->num_free_blocks(), pool->num_blocks());
+    worker::StepMetadata meta;
+    for (const auto& in : batch) {
+      if (!pool->has_sequence(in.seq_id)) SW_RETURN_IF_ERROR(pool->add_sequence(in.seq_id));
+      worker::StepSequence s;
+      s.seq_id = in.seq_id;
+      s.tokens = in.tokens;
+      s.start_pos = pool->num_tokens(in.seq_id);
+      SW_RETURN_IF_ERROR(
+          pool->append(in.seq_id, static_cast<int64_t>(in.tokens.size()), &meta.copies));
+      s.block_table = pool->block_table(in.seq_id);
+      s.sample = in.sample;
+      s.sampling = in.sampling;
+      s.keep_logits = in.keep_logits;
+      meta.seqs.push_back(std::move(s));
+    }
+    return runner->execute(meta);
+  }
+  Status free_sequence(int64_t seq) { return pool->free_sequence(seq); }
+  // After the runner's cache was resized (fit_kv_cache_to_memory): an empty pool of its size.
+  void reset_pool() {
+    pool = std::make_unique<coordinator::KvBlockPool>(runner->num_kv_blocks(),
+                                                      runner->kv_block_size());
+  }
 };
 
 inline TestEngine make_engine(const model::ModelConfig& config, const model::WeightSource& source,
@@ -35,13 +81,69 @@ inline TestEngine make_engine(const model::ModelConfig& config, const model::Wei
   EXPECT_TRUE(weights.ok()) << weights.status().to_string();
   e.runner = std::make_unique<worker::ModelRunner>(config, std::move(weights).value(), *e.backend,
                                                    worker::KvCacheOptions{num_blocks, block_size});
+  e.reset_pool();
   return e;
 }
 
+struct GenerationResult {
+  std::vector<int32_t> output_ids;
+  std::string finish_reason;  // "length" | "stop" | "error"
+  std::string error;
+  int num_preemptions = 0;
+  Tensor logits;
+};
+struct GenerationStats {
+  int64_t num_preemptions = 0;
+  int64_t num_steps = 0;
+};
+
+// Runs every request to completion through an Engine with one local instance over `runner`
+// (its whole KV cache). A request the engine rejects gets finish_reason "error".
+inline Result<std::vector<GenerationResult>> generate(
+    worker::ModelRunner& runner, const std::vector<coordinator::RequestSpec>& requests,
+    coordinator::SchedulerOptions options = {}, GenerationStats* stats = nullptr) {
+  coordinator::EngineOptions eo;
+  eo.scheduler = options;
+  coordinator::Engine engine(runner.config(), eo);
+  coordinator::InstanceSpec spec;
+  spec.num_kv_blocks = runner.num_kv_blocks();
+  spec.kv_block_size = runner.kv_block_size();
+  engine.add_instance(spec, std::make_unique<coordinator::LocalExecutor>(runner));
+  std::vector<int64_t> ids(requests.size(), -1);
+  std::vector<GenerationResult> out(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto id = engine.add(requests[i]);
+    if (id.ok()) {
+      ids[i] = *id;
+    } else {
+      out[i].finish_reason = "error";
+      out[i].error = fmt::format("request {}: {}", i, id.status().message());
+    }
+  }
+  while (engine.has_unfinished()) SW_RETURN_IF_ERROR(engine.step().status());
+  SW_RETURN_IF_ERROR(engine.health());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (ids[i] < 0) continue;
+    const coordinator::Request* r = engine.request(ids[i]);
+    out[i].output_ids = r->output_ids;
+    out[i].finish_reason = coordinator::finish_reason_name(r->finish_reason);
+    out[i].error = r->error;
+    out[i].num_preemptions = r->num_preemptions;
+    out[i].logits = r->logits;
+  }
+  if (stats) {
+    stats->num_preemptions = engine.scheduler().stats().num_preemptions;
+    stats->num_steps = engine.stats().num_steps;
+  }
+  SW_RETURN_IF_ERROR(engine.shutdown());
+  if (!engine.scheduler().kv().all_free())
+    return internal_error("KV blocks still held after every request ended");
+  return out;
+}
+
 // One sequence's new tokens for a step (logits kept unless asked otherwise).
-inline worker::SequenceInput input(int64_t seq, std::vector<int32_t> tokens,
-                                   bool keep_logits = true) {
-  worker::SequenceInput in;
+inline SequenceInput input(int64_t seq, std::vector<int32_t> tokens, bool keep_logits = true) {
+  SequenceInput in;
   in.seq_id = seq;
   in.tokens = std::move(tokens);
   in.keep_logits = keep_logits;

@@ -15,7 +15,7 @@ using testing::input;
 using testing::make_engine;
 using testing::max_rel_diff;
 using testing::seeded_tokens;
-using worker::SequenceInput;
+using testing::SequenceInput;
 
 // Logits rows of input i of a step result.
 std::vector<float> rows_of(const worker::StepResult& r, size_t i, int64_t n, int64_t vocab) {
@@ -38,17 +38,17 @@ TEST_P(FamilyTest, IncrementalDecodeMatchesFullPrefill) {
   auto full = make_engine(c, *src, DType::kF32, 64, 4);
   auto inc = make_engine(c, *src, DType::kF32, 64, 4);
   const auto tokens = seeded_tokens(19, static_cast<int>(c.vocab_size), 3);
-  auto r_full = full.runner->step({input(1, tokens)});
+  auto r_full = full.step({input(1, tokens)});
   ASSERT_TRUE(r_full.ok()) << r_full.status().to_string();
   const int64_t V = c.vocab_size;
   auto want = rows_of(*r_full, 0, 19, V);
 
   std::vector<float> got;
-  auto r0 = inc.runner->step({input(1, std::vector<int32_t>(tokens.begin(), tokens.begin() + 6))});
+  auto r0 = inc.step({input(1, std::vector<int32_t>(tokens.begin(), tokens.begin() + 6))});
   ASSERT_TRUE(r0.ok()) << r0.status().to_string();
   got = rows_of(*r0, 0, 6, V);
   for (int i = 6; i < 19; ++i) {
-    auto r = inc.runner->step({input(1, {tokens[i]})});
+    auto r = inc.step({input(1, {tokens[i]})});
     ASSERT_TRUE(r.ok()) << r.status().to_string();
     auto row = rows_of(*r, 0, 1, V);
     got.insert(got.end(), row.begin(), row.end());
@@ -68,23 +68,21 @@ TEST_P(FamilyTest, LogitsAreBatchInvariantInMixedBatches) {
   const auto third = seeded_tokens(1, static_cast<int>(V), 8);
 
   auto alone = make_engine(c, *src);
-  auto a0 = alone.runner->step({input(1, std::vector<int32_t>(x.begin(), x.begin() + 7))});
-  auto a1 = alone.runner->step({input(1, {x[7]})});
-  auto a2 = alone.runner->step({input(1, {x[8]})});
+  auto a0 = alone.step({input(1, std::vector<int32_t>(x.begin(), x.begin() + 7))});
+  auto a1 = alone.step({input(1, {x[7]})});
+  auto a2 = alone.step({input(1, {x[8]})});
   ASSERT_TRUE(a0.ok() && a1.ok() && a2.ok());
 
   auto mixed = make_engine(c, *src);
   // Step 0: x's prefill together with another prompt and a 1-token prompt.
-  auto m0 = mixed.runner->step({input(5, std::vector<int32_t>(other.begin(), other.begin() + 11)),
-                                input(1, std::vector<int32_t>(x.begin(), x.begin() + 7)),
-                                input(9, third)});
+  auto m0 = mixed.step({input(5, std::vector<int32_t>(other.begin(), other.begin() + 11)),
+                        input(1, std::vector<int32_t>(x.begin(), x.begin() + 7)), input(9, third)});
   // Step 1: x decodes while `other` prefills its second chunk and seq 9 decodes.
-  auto m1 = mixed.runner->step({input(9, {3}),
-                                input(5, std::vector<int32_t>(other.begin() + 11, other.end())),
-                                input(1, {x[7]})});
+  auto m1 =
+      mixed.step({input(9, {3}), input(5, std::vector<int32_t>(other.begin() + 11, other.end())),
+                  input(1, {x[7]})});
   // Step 2: x decodes next to a brand new prompt.
-  auto m2 =
-      mixed.runner->step({input(1, {x[8]}), input(12, seeded_tokens(5, static_cast<int>(V), 9))});
+  auto m2 = mixed.step({input(1, {x[8]}), input(12, seeded_tokens(5, static_cast<int>(V), 9))});
   ASSERT_TRUE(m0.ok() && m1.ok() && m2.ok()) << m0.status().to_string() << m1.status().to_string();
 
   auto cmp = [&](const worker::StepResult& a, size_t ai, const worker::StepResult& m, size_t mi,
@@ -101,9 +99,9 @@ TEST_P(FamilyTest, ChunkedPrefillAndPreemptionGiveTheSameTokens) {
   auto c = config();
   SCOPED_TRACE(c.model_type);
   auto src = model::make_dummy_source(c, 13);
-  std::vector<worker::GenerationRequest> reqs;
+  std::vector<coordinator::RequestSpec> reqs;
   for (int i = 0; i < 4; ++i) {
-    worker::GenerationRequest r;
+    coordinator::RequestSpec r;
     r.prompt_ids = seeded_tokens(3 + 6 * i, static_cast<int>(c.vocab_size), 20 + i);
     r.max_new_tokens = 10;
     r.ignore_eos = true;
@@ -111,17 +109,20 @@ TEST_P(FamilyTest, ChunkedPrefillAndPreemptionGiveTheSameTokens) {
     reqs.push_back(r);
   }
   auto big = make_engine(c, *src, DType::kF32, 128, 4);
-  worker::Generator g1(*big.runner, worker::SchedulerOptions{});
-  auto want = g1.generate(reqs);
+  auto want = testing::generate(*big.runner, reqs);
   ASSERT_TRUE(want.ok()) << want.status().to_string();
 
   // 12 blocks of 4 tokens cannot hold all four sequences (up to 28 tokens each): the newest
-  // get preempted and recomputed; 5 tokens per step chunk every prompt.
+  // get preempted and recomputed; 5 tokens per step chunk every prompt. generate() checks
+  // that every block is free at the end.
   auto small = make_engine(c, *src, DType::kF32, 12, 4);
-  worker::Generator g2(*small.runner, worker::SchedulerOptions{8, 5});
-  auto got = g2.generate(reqs);
+  testing::GenerationStats stats;
+  coordinator::SchedulerOptions tight;
+  tight.max_num_seqs = 8;
+  tight.max_num_batched_tokens = 5;
+  auto got = testing::generate(*small.runner, reqs, tight, &stats);
   ASSERT_TRUE(got.ok()) << got.status().to_string();
-  EXPECT_GT(g2.stats().num_preemptions, 0);
+  EXPECT_GT(stats.num_preemptions, 0);
   for (size_t i = 0; i < reqs.size(); ++i) {
     EXPECT_EQ((*got)[i].output_ids, (*want)[i].output_ids) << "request " << i;
     ASSERT_EQ((*got)[i].logits.shape(), (*want)[i].logits.shape());
@@ -129,8 +130,6 @@ TEST_P(FamilyTest, ChunkedPrefillAndPreemptionGiveTheSameTokens) {
                            (*want)[i].logits.numel()),
               1e-5);
   }
-  EXPECT_TRUE(small.runner->kv_pool().check_invariants().ok());
-  EXPECT_EQ(small.runner->kv_pool().num_free_blocks(), 12);
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, FamilyTest, ::testing::Range(0, 6), [](const auto& info) {
@@ -143,50 +142,35 @@ INSTANTIATE_TEST_SUITE_P(Families, FamilyTest, ::testing::Range(0, 6), [](const 
 TEST(Engine, PartialPrefillHoldingBlocksDoesNotStall) {
   auto c = model::load_model_config("tiny-dense");
   auto src = model::make_dummy_source(*c, 5);
-  worker::GenerationRequest a, b;
+  coordinator::RequestSpec a, b;
   a.prompt_ids = seeded_tokens(40, static_cast<int>(c->vocab_size), 31);
   a.max_new_tokens = 80;
   b.prompt_ids = seeded_tokens(100, static_cast<int>(c->vocab_size), 32);
   b.max_new_tokens = 10;
   a.ignore_eos = b.ignore_eos = true;
   auto big = make_engine(*c, *src, DType::kF32, 64, 16);
-  worker::Generator g1(*big.runner, worker::SchedulerOptions{});
-  auto want = g1.generate({a, b});
+  auto want = testing::generate(*big.runner, {a, b});
   auto tight = make_engine(*c, *src, DType::kF32, 8, 16);  // 120 and 110 tokens: each fits alone
-  worker::Generator g2(*tight.runner, worker::SchedulerOptions{8, 64});
-  auto got = g2.generate({a, b});
+  coordinator::SchedulerOptions o;
+  o.max_num_seqs = 8;
+  o.max_num_batched_tokens = 64;
+  testing::GenerationStats stats;
+  auto got = testing::generate(*tight.runner, {a, b}, o, &stats);
   ASSERT_TRUE(want.ok() && got.ok()) << got.status().to_string();
   EXPECT_EQ((*got)[0].output_ids, (*want)[0].output_ids);
   EXPECT_EQ((*got)[1].output_ids, (*want)[1].output_ids);
-  EXPECT_GT(g2.stats().num_preemptions, 0);
-  EXPECT_EQ(tight.runner->kv_pool().num_free_blocks(), 8);
-}
-
-TEST(Engine, KvExhaustionIsAnErrorAndChangesNothing) {
-  auto c = model::load_model_config("tiny-dense");
-  ASSERT_TRUE(c.ok());
-  auto src = model::make_dummy_source(*c, 0);
-  auto e = make_engine(*c, *src, DType::kF32, 3, 4);
-  auto r = e.runner->step({input(1, seeded_tokens(13, 100, 1))});
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
-  EXPECT_NE(r.status().message().find("needs 4 more block(s), 3 of 3 free"), std::string::npos)
-      << r.status().message();
-  EXPECT_EQ(e.runner->kv_pool().num_free_blocks(), 3);
-  auto ok = e.runner->step({input(1, seeded_tokens(12, 100, 1))});
-  EXPECT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_GT(stats.num_preemptions, 0);
 }
 
 TEST(Engine, BadTokenIdIsAnError) {
   auto c = model::load_model_config("tiny-dense");
   auto src = model::make_dummy_source(*c, 0);
   auto e = make_engine(*c, *src);
-  auto r = e.runner->step({input(4, {1, 2, static_cast<int32_t>(c->vocab_size)})});
+  auto r = e.step({input(4, {1, 2, static_cast<int32_t>(c->vocab_size)})});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("sequence 4: token id 1024 is outside the vocabulary"),
             std::string::npos)
       << r.status().message();
-  EXPECT_EQ(e.runner->kv_pool().num_free_blocks(), e.runner->kv_pool().num_blocks());
 }
 
 TEST(Engine, DummyWeightsKeepActivationsFiniteOverManyLayers) {
@@ -196,7 +180,7 @@ TEST(Engine, DummyWeightsKeepActivationsFiniteOverManyLayers) {
   auto c = config_from_json(j);
   auto src = model::make_dummy_source(c, 0);
   auto e = make_engine(c, *src, DType::kBF16);
-  auto r = e.runner->step({input(1, seeded_tokens(33, static_cast<int>(c.vocab_size), 2))});
+  auto r = e.step({input(1, seeded_tokens(33, static_cast<int>(c.vocab_size), 2))});
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   double sum2 = 0;
   for (float v : r->logits.to_floats()) {
@@ -214,8 +198,8 @@ TEST(Engine, Bfloat16TracksFloat32) {
   auto f32 = make_engine(*c, *src, DType::kF32);
   auto bf16 = make_engine(*c, *src, DType::kBF16);
   auto tokens = seeded_tokens(17, static_cast<int>(c->vocab_size), 4);
-  auto a = f32.runner->step({input(1, tokens)});
-  auto b = bf16.runner->step({input(1, tokens)});
+  auto a = f32.step({input(1, tokens)});
+  auto b = bf16.step({input(1, tokens)});
   ASSERT_TRUE(a.ok() && b.ok());
   double rel =
       max_rel_diff(b->logits.data_as<float>(), a->logits.data_as<float>(), a->logits.numel());
@@ -228,15 +212,14 @@ TEST(Engine, SeededSamplingIsReproducible) {
   auto src = model::make_dummy_source(*c, 0);
   auto run = [&](uint64_t seed) {
     auto e = make_engine(*c, *src);
-    worker::Generator g(*e.runner, worker::SchedulerOptions{});
-    worker::GenerationRequest r;
+    coordinator::RequestSpec r;
     r.prompt_ids = {1, 2, 3};
     r.max_new_tokens = 12;
     r.ignore_eos = true;
     r.sampling.temperature = 1.5f;
     r.sampling.top_p = 0.95f;
     r.sampling.seed = seed;
-    auto out = g.generate({r, r});
+    auto out = testing::generate(*e.runner, {r, r});
     EXPECT_TRUE(out.ok());
     EXPECT_EQ((*out)[0].output_ids, (*out)[1].output_ids);  // same seed, same tokens
     return (*out)[0].output_ids;
@@ -248,7 +231,7 @@ TEST(Engine, SeededSamplingIsReproducible) {
 TEST(Engine, InvalidRequestsAreRejectedAndTheRestRun) {
   auto c = model::load_model_config("tiny-dense");
   auto src = model::make_dummy_source(*c, 0);
-  worker::GenerationRequest good;
+  coordinator::RequestSpec good;
   good.prompt_ids = {4, 5, 6};
   good.max_new_tokens = 4;
   good.ignore_eos = true;
@@ -257,11 +240,9 @@ TEST(Engine, InvalidRequestsAreRejectedAndTheRestRun) {
   empty.prompt_ids = {};
   too_long.max_new_tokens = 5000;
   auto alone = make_engine(*c, *src);
-  worker::Generator g1(*alone.runner, worker::SchedulerOptions{});
-  auto want = g1.generate({good});
+  auto want = testing::generate(*alone.runner, {good});
   auto mixed = make_engine(*c, *src);
-  worker::Generator g2(*mixed.runner, worker::SchedulerOptions{});
-  auto got = g2.generate({bad_token, good, empty, too_long});
+  auto got = testing::generate(*mixed.runner, {bad_token, good, empty, too_long});
   ASSERT_TRUE(want.ok() && got.ok());
   EXPECT_EQ((*got)[1].output_ids, (*want)[0].output_ids);
   EXPECT_EQ((*got)[1].finish_reason, "length");
@@ -272,19 +253,19 @@ TEST(Engine, InvalidRequestsAreRejectedAndTheRestRun) {
   EXPECT_NE((*got)[0].error.find("request 0: token id -1 is outside the vocabulary"),
             std::string::npos);
   EXPECT_NE((*got)[2].error.find("request 2: empty prompt"), std::string::npos);
-  EXPECT_NE((*got)[3].error.find("exceeds the model's context of 4096"), std::string::npos);
-  EXPECT_EQ(mixed.runner->kv_pool().num_free_blocks(), mixed.runner->kv_pool().num_blocks());
+  EXPECT_NE((*got)[3].error.find("exceeds max_model_len 4096"), std::string::npos)
+      << (*got)[3].error;
 }
 
 TEST(Engine, EmptyInputsAreSkipped) {
   auto c = model::load_model_config("tiny-dense");
   auto src = model::make_dummy_source(*c, 0);
   auto e = make_engine(*c, *src);
-  auto r = e.runner->step({input(1, {}), input(2, {5, 6})});
+  auto r = e.step({input(1, {}), input(2, {5, 6})});
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_EQ(r->sampled[0], -1);
   EXPECT_GE(r->sampled[1], 0);
-  auto none = e.runner->step({});
+  auto none = e.step({});
   EXPECT_TRUE(none.ok());
 }
 

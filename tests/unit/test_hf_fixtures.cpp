@@ -26,18 +26,17 @@ TEST_P(HfFixtureTest, LogitsAndGreedyTokensMatchTransformers) {
   ASSERT_FALSE(ref["cases"].empty());
 
   testing::TestEngine engine = testing::make_engine(*config, **source);
-  std::vector<worker::GenerationRequest> requests;
+  std::vector<coordinator::RequestSpec> requests;
   for (const auto& c : ref["cases"]) {
-    worker::GenerationRequest r;
+    coordinator::RequestSpec r;
     r.prompt_ids = c["prompt_ids"].get<std::vector<int32_t>>();
-    r.max_new_tokens = static_cast<int>(c["greedy_ids"].size());
+    r.max_new_tokens = static_cast<int64_t>(c["greedy_ids"].size());
     r.ignore_eos = true;
     r.return_logits = true;
     requests.push_back(r);
   }
   // All cases in one batch: prefill and decode of different lengths share steps.
-  worker::Generator gen(*engine.runner, worker::SchedulerOptions{});
-  auto results = gen.generate(requests);
+  auto results = testing::generate(*engine.runner, requests);
   ASSERT_TRUE(results.ok()) << results.status().to_string();
   for (size_t i = 0; i < requests.size(); ++i) {
     SCOPED_TRACE(GetParam() + " case " + std::to_string(i));
@@ -64,11 +63,11 @@ TEST_P(HfFixtureTest, CudaMatchesCpu) {
   ASSERT_TRUE(source.ok()) << source.status().to_string();
   std::ifstream in(dir + "/reference.json");
   nlohmann::json ref = nlohmann::json::parse(in);
-  std::vector<worker::GenerationRequest> requests;
+  std::vector<coordinator::RequestSpec> requests;
   for (const auto& c : ref["cases"]) {
-    worker::GenerationRequest r;
+    coordinator::RequestSpec r;
     r.prompt_ids = c["prompt_ids"].get<std::vector<int32_t>>();
-    r.max_new_tokens = static_cast<int>(c["greedy_ids"].size());
+    r.max_new_tokens = static_cast<int64_t>(c["greedy_ids"].size());
     r.ignore_eos = true;
     r.return_logits = true;
     requests.push_back(r);
@@ -76,10 +75,9 @@ TEST_P(HfFixtureTest, CudaMatchesCpu) {
   auto run = [&](DType dtype, std::unique_ptr<kernels::Backend> backend) {
     testing::TestEngine engine =
         testing::make_engine(*config, **source, dtype, 512, 16, std::move(backend));
-    worker::Generator gen(*engine.runner, worker::SchedulerOptions{});
-    auto results = gen.generate(requests);
+    auto results = testing::generate(*engine.runner, requests);
     EXPECT_TRUE(results.ok()) << results.status().to_string();
-    return results.ok() ? std::move(results).value() : std::vector<worker::GenerationResult>{};
+    return results.ok() ? std::move(results).value() : std::vector<testing::GenerationResult>{};
   };
   auto cpu = run(DType::kF32, nullptr);
   for (DType dtype : {DType::kF32, DType::kBF16}) {

@@ -5,9 +5,9 @@
 #include <map>
 #include <random>
 
-#include "worker/kv_block_pool.h"
+#include "coordinator/kv_block_pool.h"
 
-namespace sw::worker {
+namespace sw::coordinator {
 namespace {
 
 TEST(KvBlockPool, RandomOperationsKeepInvariants) {
@@ -105,4 +105,4 @@ TEST(KvBlockPool, ExhaustionMessageSaysWhatWasNeeded) {
 }
 
 }  // namespace
-}  // namespace sw::worker
+}  // namespace sw::coordinator

@@ -290,22 +290,22 @@ TEST(Shards, QHeadsSplitAndKvHeadsReplicatedWhenTpExceedsThem) {
   const int kv[4] = {0, 0, 1, 1};
   for (int t = 0; t < 4; ++t) {
     const RankPlan& r = plan.rank(1 + t);
-    EXPECT_EQ(r.q_head_begin, q[t][0]);
-    EXPECT_EQ(r.q_head_end, q[t][1]);
-    EXPECT_EQ(r.kv_head_begin, kv[t]) << "tp rank " << t;
-    EXPECT_EQ(r.kv_head_end, kv[t] + 1);
-    EXPECT_EQ(r.ffn_begin, t * 768 / 4);
-    EXPECT_EQ(r.ffn_end, (t + 1) * 768 / 4);
+    EXPECT_EQ(r.shard.q_head_begin, q[t][0]);
+    EXPECT_EQ(r.shard.q_head_end, q[t][1]);
+    EXPECT_EQ(r.shard.kv_head_begin, kv[t]) << "tp rank " << t;
+    EXPECT_EQ(r.shard.kv_head_end, kv[t] + 1);
+    EXPECT_EQ(r.shard.ffn_begin, t * 768 / 4);
+    EXPECT_EQ(r.shard.ffn_end, (t + 1) * 768 / 4);
   }
   Plan tp8 = plan_or_die(config("tiny-dense", {mixed(8)}), m);
   for (int t = 0; t < 8; ++t) {
-    EXPECT_EQ(tp8.rank(1 + t).q_head_begin, t);
-    EXPECT_EQ(tp8.rank(1 + t).kv_head_begin, t / 4);
+    EXPECT_EQ(tp8.rank(1 + t).shard.q_head_begin, t);
+    EXPECT_EQ(tp8.rank(1 + t).shard.kv_head_begin, t / 4);
   }
   Plan tp2 = plan_or_die(config("tiny-dense", {mixed(2)}), m);
-  EXPECT_EQ(tp2.rank(1).kv_head_begin, 0);
-  EXPECT_EQ(tp2.rank(2).kv_head_begin, 1);
-  EXPECT_EQ(tp2.rank(2).kv_head_end, 2);
+  EXPECT_EQ(tp2.rank(1).shard.kv_head_begin, 0);
+  EXPECT_EQ(tp2.rank(2).shard.kv_head_begin, 1);
+  EXPECT_EQ(tp2.rank(2).shard.kv_head_end, 2);
 }
 
 TEST(Shards, KvHeadsSplitWhenTpIsSmaller) {
@@ -313,12 +313,12 @@ TEST(Shards, KvHeadsSplitWhenTpIsSmaller) {
   ClusterConfig c = config("qwen3-30b-a3b", {mixed(2, 1, 1)});
   c.runtime.device_memory_gib = 1024;
   Plan plan = plan_or_die(c, m);
-  EXPECT_EQ(plan.rank(1).kv_head_begin, 0);
-  EXPECT_EQ(plan.rank(1).kv_head_end, 2);
-  EXPECT_EQ(plan.rank(2).kv_head_begin, 2);
-  EXPECT_EQ(plan.rank(2).kv_head_end, 4);
+  EXPECT_EQ(plan.rank(1).shard.kv_head_begin, 0);
+  EXPECT_EQ(plan.rank(1).shard.kv_head_end, 2);
+  EXPECT_EQ(plan.rank(2).shard.kv_head_begin, 2);
+  EXPECT_EQ(plan.rank(2).shard.kv_head_end, 4);
   // GQA: q head h reads KV head h / 8; rank 1 holds q heads [16, 32) -> KV heads 2, 3.
-  EXPECT_EQ(plan.rank(2).q_head_begin, 16);
+  EXPECT_EQ(plan.rank(2).shard.q_head_begin, 16);
 }
 
 void expect_vocab_cover(const Plan& plan, int64_t V, int pool, int stage) {
@@ -326,9 +326,9 @@ void expect_vocab_cover(const Plan& plan, int64_t V, int pool, int stage) {
     for (int d = 0; d < plan.pools[static_cast<size_t>(pool)].dp; ++d) {
       int64_t next = 0;
       for (int r : plan.tp_group(pool, inst, stage, d)) {
-        EXPECT_EQ(plan.rank(r).vocab_begin, next) << "rank " << r;
-        EXPECT_GE(plan.rank(r).vocab_end, plan.rank(r).vocab_begin);
-        next = plan.rank(r).vocab_end;
+        EXPECT_EQ(plan.rank(r).shard.vocab_begin, next) << "rank " << r;
+        EXPECT_GE(plan.rank(r).shard.vocab_end, plan.rank(r).shard.vocab_begin);
+        next = plan.rank(r).shard.vocab_end;
       }
       EXPECT_EQ(next, V);
     }
@@ -340,13 +340,13 @@ TEST(Shards, VocabSlicesCoverTheVocabularyWhenTpDoesNotDivideIt) {
   Plan plan = plan_or_die(config("tiny-dense", {pool(PoolKind::kMixed, 2, 4, 3, 2)}), m);
   expect_vocab_cover(plan, 1001, 0, 0);
   expect_vocab_cover(plan, 1001, 0, 2);
-  EXPECT_EQ(plan.rank(1).vocab_end, 251);
-  EXPECT_EQ(plan.rank(4).vocab_begin, 753);
+  EXPECT_EQ(plan.rank(1).shard.vocab_end, 251);
+  EXPECT_EQ(plan.rank(4).shard.vocab_begin, 753);
   for (int r : plan.stage_ranks(0, 1, 1)) {  // middle stage: no embedding, no LM head
-    EXPECT_FALSE(plan.rank(r).has_embedding);
-    EXPECT_FALSE(plan.rank(r).has_lm_head);
-    EXPECT_EQ(plan.rank(r).vocab_begin, 0);
-    EXPECT_EQ(plan.rank(r).vocab_end, 0);
+    EXPECT_FALSE(plan.rank(r).shard.has_embedding);
+    EXPECT_FALSE(plan.rank(r).shard.has_lm_head);
+    EXPECT_EQ(plan.rank(r).shard.vocab_begin, 0);
+    EXPECT_EQ(plan.rank(r).shard.vocab_end, 0);
   }
   m.vocab_size = 10;  // more tp ranks than rows to spare: the last ones get empty slices
   Plan tp8 = plan_or_die(config("tiny-dense", {mixed(8)}), m);
@@ -362,11 +362,12 @@ TEST(Shards, EpExpertsCoverEachStageOnce) {
       const std::vector<int> ranks = plan.stage_ranks(0, inst, st);
       for (size_t i = 0; i < ranks.size(); ++i) {
         const RankPlan& r = plan.rank(ranks[i]);
-        EXPECT_EQ(r.expert_begin, static_cast<int>(i) * 2);  // i = dp * tp + tp_rank
-        EXPECT_EQ(r.expert_end - r.expert_begin, 2);
-        EXPECT_EQ(r.moe_ffn_begin, 0);
-        EXPECT_EQ(r.moe_ffn_end, 256);
-        for (int e = r.expert_begin; e < r.expert_end; ++e) ++owners[static_cast<size_t>(e)];
+        EXPECT_EQ(r.shard.expert_begin, static_cast<int>(i) * 2);  // i = dp * tp + tp_rank
+        EXPECT_EQ(r.shard.expert_end - r.shard.expert_begin, 2);
+        EXPECT_EQ(r.shard.moe_ffn_begin, 0);
+        EXPECT_EQ(r.shard.moe_ffn_end, 256);
+        for (int e = r.shard.expert_begin; e < r.shard.expert_end; ++e)
+          ++owners[static_cast<size_t>(e)];
       }
       EXPECT_EQ(owners, std::vector<int>(8, 1));
     }
@@ -377,14 +378,14 @@ TEST(Shards, MoeTpSplitsEveryExpert) {
   Plan plan = plan_or_die(config("tiny-moe", {mixed(4, 1, 1, MoeMode::kTp)}), m);
   for (int t = 0; t < 4; ++t) {
     const RankPlan& r = plan.rank(1 + t);
-    EXPECT_EQ(r.expert_begin, 0);
-    EXPECT_EQ(r.expert_end, 8);
-    EXPECT_EQ(r.moe_ffn_begin, t * 64);
-    EXPECT_EQ(r.moe_ffn_end, (t + 1) * 64);
+    EXPECT_EQ(r.shard.expert_begin, 0);
+    EXPECT_EQ(r.shard.expert_end, 8);
+    EXPECT_EQ(r.shard.moe_ffn_begin, t * 64);
+    EXPECT_EQ(r.shard.moe_ffn_end, (t + 1) * 64);
   }
   Plan dense = plan_or_die(config("tiny-dense", {mixed(2)}), preset("tiny-dense"));
-  EXPECT_EQ(dense.rank(1).expert_end, 0);
-  EXPECT_EQ(dense.rank(1).moe_ffn_end, 0);
+  EXPECT_EQ(dense.rank(1).shard.expert_end, 0);
+  EXPECT_EQ(dense.rank(1).shard.moe_ffn_end, 0);
 }
 
 TEST(Shards, NodesFillConsecutiveRanksCoordinatorIncluded) {

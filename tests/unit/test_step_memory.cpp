@@ -18,7 +18,7 @@ using testing::input;
 using testing::make_engine;
 using testing::max_rel_diff;
 using testing::seeded_tokens;
-using worker::SequenceInput;
+using testing::SequenceInput;
 
 // ---- Workspace ------------------------------------------------------------------------------
 
@@ -98,17 +98,17 @@ TEST_P(StepMemoryTest, SteadyStateStepsAllocateNothing) {
   auto e = make_engine(c, *src, DType::kF32, 64, 4);
   auto& r = *e.runner;
   const int V = static_cast<int>(c.vocab_size);
-  ASSERT_TRUE(r.step({input(1, seeded_tokens(40, V, 1)), input(2, seeded_tokens(9, V, 2))}).ok());
-  ASSERT_TRUE(r.step({input(1, {5}), input(2, {6})}).ok());  // the arena grows here
+  ASSERT_TRUE(e.step({input(1, seeded_tokens(40, V, 1)), input(2, seeded_tokens(9, V, 2))}).ok());
+  ASSERT_TRUE(e.step({input(1, {5}), input(2, {6})}).ok());  // the arena grows here
   const int64_t allocs = e.backend->device_allocations();
   const int64_t overflows = r.workspace().overflow_allocations();
   for (int i = 0; i < 6; ++i) {
     std::vector<SequenceInput> batch = {input(1, {7 + i}), input(2, {8 + i}, i % 2 == 0)};
     if (i == 2) batch.push_back(input(3, seeded_tokens(30, V, 3)));
     if (i == 4) {
-      ASSERT_TRUE(r.free_sequence(3).ok());
+      ASSERT_TRUE(e.free_sequence(3).ok());
     }
-    auto res = r.step(batch);
+    auto res = e.step(batch);
     ASSERT_TRUE(res.ok()) << res.status().to_string();
   }
   EXPECT_EQ(e.backend->device_allocations(), allocs) << "a steady-state step allocated";
@@ -130,8 +130,7 @@ TEST_P(StepMemoryTest, LayersShareTheArena) {
     auto src = model::make_dummy_source(c, 5);
     auto e = make_engine(c, *src, DType::kF32, 64, 16);
     ASSERT_TRUE(
-        e.runner->step({input(1, seeded_tokens(200, static_cast<int>(c.vocab_size), 1), false)})
-            .ok());
+        e.step({input(1, seeded_tokens(200, static_cast<int>(c.vocab_size), 1), false)}).ok());
     peak[i++] = e.runner->workspace().high_water_bytes();
   }
   EXPECT_LT(peak[1], peak[0] * 3 / 2) << "1 layer: " << peak[0] << " B, 5 layers: " << peak[1];
@@ -153,11 +152,11 @@ TEST_P(StepMemoryTest, KvCacheIsSizedFromMemoryAfterAProfileStep) {
       << refused.status().message();
   EXPECT_NE(refused.status().message().find("at least 32 are needed"), std::string::npos)
       << refused.status().message();
-  EXPECT_EQ(r.kv_pool().num_blocks(), profile_tokens / 16);
+  EXPECT_EQ(r.num_kv_blocks(), profile_tokens / 16);
 
   // Aim at 100 blocks: what the backend holds without the cache, plus 100.5 blocks.
   const kernels::MemoryInfo mem = e.backend->memory_info();
-  const int64_t cache_bytes = r.kv_pool().num_blocks() * r.kv_block_bytes();
+  const int64_t cache_bytes = r.num_kv_blocks() * r.kv_block_bytes();
   const int64_t held = mem.in_use_bytes - cache_bytes;
   int64_t weight_bytes = c.num_parameters() * 4;
   EXPECT_GE(held, weight_bytes + r.workspace().capacity_bytes())
@@ -169,19 +168,19 @@ TEST_P(StepMemoryTest, KvCacheIsSizedFromMemoryAfterAProfileStep) {
   auto blocks = r.fit_kv_cache_to_memory(util, profile_tokens, 32);
   ASSERT_TRUE(blocks.ok()) << blocks.status().to_string();
   EXPECT_NEAR(static_cast<double>(*blocks), 100.0, 1.0);
-  EXPECT_EQ(r.kv_pool().num_blocks(), *blocks);
-  EXPECT_EQ(r.kv_pool().num_free_blocks(), *blocks);
+  EXPECT_EQ(r.num_kv_blocks(), *blocks);
+  e.reset_pool();
 
   // The profile sized the arena: a step of profile_tokens now allocates only nothing.
   const int64_t after_fit = e.backend->device_allocations();
   EXPECT_GT(after_fit, allocs_before);  // the new cache
   const auto prompt = seeded_tokens(static_cast<int>(profile_tokens), c.vocab_size, 4);
-  auto got = r.step({input(1, prompt)});
+  auto got = e.step({input(1, prompt)});
   ASSERT_TRUE(got.ok()) << got.status().to_string();
   EXPECT_EQ(e.backend->device_allocations(), after_fit);
 
   auto ref = make_engine(c, *src, DType::kF32, 128, 16);
-  auto want = ref.runner->step({input(1, prompt)});
+  auto want = ref.step({input(1, prompt)});
   ASSERT_TRUE(want.ok());
   EXPECT_LE(max_rel_diff(got->logits.data_as<float>(), want->logits.data_as<float>(),
                          want->logits.numel()),
@@ -214,8 +213,8 @@ TEST_P(DecodeGraphTest, ReplayedDecodeStepsMatchEagerSteps) {
   int decode_steps = 0;
   auto run = [&](const std::vector<SequenceInput>& batch) {
     SCOPED_TRACE(fmt::format("step {}", step_index));
-    auto a = eager.runner->step(batch);
-    auto b = graphed.runner->step(batch);
+    auto a = eager.step(batch);
+    auto b = graphed.step(batch);
     ASSERT_TRUE(a.ok()) << a.status().to_string();
     ASSERT_TRUE(b.ok()) << b.status().to_string();
     EXPECT_EQ(a->sampled, b->sampled);
@@ -259,8 +258,8 @@ TEST_P(DecodeGraphTest, ReplayedDecodeStepsMatchEagerSteps) {
   decode({1, 2, 3, 4});
   for (int64_t s = 5; s <= 7; ++s) prefill(s, 2);
   for (int i = 0; i < 5; ++i) decode({1, 2, 3, 4, 5, 6, 7});  // crosses block boundaries
-  ASSERT_TRUE(eager.runner->free_sequence(2).ok());
-  ASSERT_TRUE(graphed.runner->free_sequence(2).ok());
+  ASSERT_TRUE(eager.free_sequence(2).ok());
+  ASSERT_TRUE(graphed.free_sequence(2).ok());
   decode({5});
   run({input(8, seeded_tokens(5, V, 8)), input(1, {last.at(1)})});  // mixed: eager on both
   prefill(9, 4);
@@ -287,13 +286,13 @@ TEST(DecodeGraph, IneligibleStepsRunEagerly) {
   EXPECT_EQ(r.graph_batch_size(2), 2);
   EXPECT_EQ(r.graph_batch_size(3), 0);
   const int V = static_cast<int>(c.vocab_size);
-  ASSERT_TRUE(r.step({input(1, seeded_tokens(3, V, 1)), input(2, seeded_tokens(4, V, 2)),
+  ASSERT_TRUE(e.step({input(1, seeded_tokens(3, V, 1)), input(2, seeded_tokens(4, V, 2)),
                       input(3, seeded_tokens(5, V, 3))})
                   .ok());
-  ASSERT_TRUE(r.step({input(1, {1}), input(2, {2}), input(3, {3})}).ok());  // 3 > 2
+  ASSERT_TRUE(e.step({input(1, {1}), input(2, {2}), input(3, {3})}).ok());  // 3 > 2
   EXPECT_EQ(r.graph_replays(), 0);
   r.set_collect_moe_metrics(true);
-  auto m = r.step({input(1, {4})});
+  auto m = e.step({input(1, {4})});
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(r.graph_replays(), 0);
   EXPECT_EQ(m->moe_metrics.size(), 3u) << "metrics come from the eager path";
@@ -301,10 +300,10 @@ TEST(DecodeGraph, IneligibleStepsRunEagerly) {
   moe::MoeOptions capped;
   capped.capacity_factor = 1.0;
   r.set_moe_options(capped);
-  ASSERT_TRUE(r.step({input(1, {5})}).ok());
+  ASSERT_TRUE(e.step({input(1, {5})}).ok());
   EXPECT_EQ(r.graph_replays(), 0);
   r.set_moe_options(moe::MoeOptions{});
-  ASSERT_TRUE(r.step({input(1, {6})}).ok());
+  ASSERT_TRUE(e.step({input(1, {6})}).ok());
   EXPECT_EQ(r.graph_replays(), 1) << "dropless decode of 1 sequence replays";
 }
 

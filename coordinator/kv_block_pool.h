@@ -10,13 +10,11 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/step_metadata.h"
 
-namespace sw::worker {
+namespace sw::coordinator {
 
-struct BlockCopy {
-  int32_t src = 0;
-  int32_t dst = 0;
-};
+using worker::BlockCopy;
 
 class KvBlockPool {
  public:
@@ -60,4 +58,4 @@ class KvBlockPool {
   std::map<int64_t, Seq> seqs_;
 };
 
-}  // namespace sw::worker
+}  // namespace sw::coordinator

@@ -1,9 +1,9 @@
 // KV block bookkeeping.
-#include "worker/kv_block_pool.h"
+#include "coordinator/kv_block_pool.h"
 
 #include <algorithm>
 
-namespace sw::worker {
+namespace sw::coordinator {
 
 KvBlockPool::KvBlockPool(int64_t num_blocks, int block_size)
     : block_size_(block_size), ref_counts_(static_cast<size_t>(num_blocks), 0) {
@@ -132,4 +132,4 @@ Status KvBlockPool::check_invariants() const {
   return Status();
 }
 
-}  // namespace sw::worker
+}  // namespace sw::coordinator

@@ -1,0 +1,166 @@
+// Scheduler: the engine's decisions. It owns the requests, their queues per instance, the
+// InstanceRouter and the KvBlockManager, and for an idle instance produces one step: which
+// sequences run, how many tokens each (prefill chunks within max_num_batched_tokens, one
+// token per decode), which KV blocks they write. When a dp group runs out of blocks its
+// youngest sequence is preempted and recomputed later (vLLM's recompute policy): never lost.
+// Executors only carry the step; update_from_output() commits what came back.
+//
+// Policies (scheduler.policy) order an instance's admitted sequences for this step's token
+// budget and blocks:
+//   decode_priority  every decoding sequence first, then prefill chunks oldest first
+//                    (DeepSpeed-FastGen's Dynamic SplitFuse: decodes never wait for prefills)
+//   fcfs             oldest admitted first, whatever its phase (vLLM v1: an older request's
+//                    prefill chunk goes before a younger request's decode)
+// Waiting requests are admitted first come, first served in both (preempted ones first).
+// Add a policy: a SchedulerPolicy subclass, an enum value, its name in the parser and README.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/executor.h"
+#include "coordinator/instance_router.h"
+#include "coordinator/kv_block_manager.h"
+#include "coordinator/request.h"
+#include "model/model_config.h"
+#include "worker/step_protocol.h"
+
+namespace sw::coordinator {
+
+enum class SchedulerPolicyKind { kDecodePriority, kFcfs };
+const char* scheduler_policy_name(SchedulerPolicyKind k);
+// "decode_priority" | "fcfs"; the error lists both.
+Result<SchedulerPolicyKind> parse_scheduler_policy(const std::string& name);
+
+class SchedulerPolicy {
+ public:
+  virtual ~SchedulerPolicy() = default;
+  // `running` in admission order (oldest first) -> the order they are served in this step.
+  virtual std::vector<Request*> order(const std::vector<Request*>& running) const = 0;
+};
+std::unique_ptr<SchedulerPolicy> make_scheduler_policy(SchedulerPolicyKind kind);
+
+struct SchedulerOptions {
+  int max_num_seqs = 256;                 // admitted sequences per instance
+  int64_t max_num_batched_tokens = 2048;  // tokens per step (prefill chunks + decodes)
+  SchedulerPolicyKind policy = SchedulerPolicyKind::kDecodePriority;
+  int64_t max_model_len = 0;  // prompt + max_new_tokens; 0: the model's max_position_embeddings
+};
+
+// What a step of an instance may hold. Mixed instances take prompts and decode them.
+enum class InstanceRole { kMixed, kPrefill, kDecode };
+const char* instance_role_name(InstanceRole r);
+
+struct InstanceSpec {
+  std::string name;  // for messages, e.g. "mixed instance 1"
+  InstanceRole role = InstanceRole::kMixed;
+  int num_kv_groups = 1;  // dp groups, each with its own sequences and KV pool
+  int64_t num_kv_blocks = 0;
+  int kv_block_size = 16;
+};
+
+// One sequence chunk of a scheduled step, to commit its output.
+struct ScheduledChunk {
+  int64_t request_id = 0;
+  int64_t seq_id = 0;
+  int64_t num_tokens = 0;
+  bool sample = false;
+};
+
+struct ScheduledStep {
+  int instance = -1;
+  worker::StepCommand command;                      // what the executor carries
+  std::vector<std::vector<ScheduledChunk>> chunks;  // [dp group][i] <-> command.groups[g].seqs[i]
+  int64_t num_tokens() const;
+};
+
+struct SchedulerStats {
+  int64_t prompt_tokens = 0;     // of accepted requests
+  int64_t computed_tokens = 0;   // scheduled into steps (recomputation included)
+  int64_t generated_tokens = 0;  // committed output tokens
+  int64_t num_preemptions = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(model::ModelConfig model, SchedulerOptions options);
+
+  int add_instance(const InstanceSpec& spec);
+  int num_instances() const { return static_cast<int>(instances_.size()); }
+  const InstanceSpec& instance(int i) const { return instances_.at(i).spec; }
+  bool instance_alive(int i) const { return instances_.at(i).alive; }
+
+  // Validates the request against the model and the instances, routes it and queues it. The
+  // error says why it could never run (nothing is kept then).
+  Result<int64_t> add(RequestSpec spec, Clock::time_point arrival = Clock::now());
+  // Ends a request in any state and frees its KV blocks. kNotFound for an unknown id; a
+  // request that already ended stays as it was.
+  Status abort(int64_t id);
+
+  // The next step of an idle instance; nullopt when it has nothing to run.
+  Result<std::optional<ScheduledStep>> schedule(int instance);
+  // Commits a completed step: cached counts, sampled tokens, logits, finished requests (their
+  // blocks freed). Appends what each request produced to `outputs`.
+  Status update_from_output(const ScheduledStep& step, const StepOutput& out,
+                            std::vector<RequestOutput>* outputs);
+  // The instance is gone (its step failed or its workers were lost): its requests are
+  // recomputed on the other instances, or fail with `why` when none can take them.
+  void fail_instance(int instance, const Status& why, std::vector<RequestOutput>* outputs);
+
+  bool has_unfinished() const { return num_unfinished_ > 0; }
+  const Request* request(int64_t id) const;
+  // Forgets a request that has ended (its results were read).
+  void release(int64_t id);
+  int num_waiting(int instance) const {
+    return static_cast<int>(instances_.at(instance).waiting.size());
+  }
+  int num_running(int instance) const {
+    return static_cast<int>(instances_.at(instance).running.size());
+  }
+  const KvBlockManager& kv() const { return kv_; }
+  const SchedulerStats& stats() const { return stats_; }
+  const SchedulerOptions& options() const { return options_; }
+  const model::ModelConfig& model() const { return model_; }
+
+ private:
+  struct Instance {
+    InstanceSpec spec;
+    bool alive = true;
+    std::deque<Request*> waiting;   // first come first served; preempted ones at the front
+    std::vector<Request*> running;  // admitted, oldest first
+  };
+
+  Status check_fits(const RequestSpec& spec) const;
+  std::vector<InstanceLoad> loads(const Request& r) const;
+  int64_t blocks_for(const Request& r, int instance) const;
+  // Tokens of the request's next chunk that fit in `free_blocks` of its group (<= want).
+  int64_t fit(const Request& r, int instance, int group, int64_t want, int64_t free_blocks) const;
+
+  // Transitions (each frees what the old state held; logged at debug level).
+  void admit(Request& r, int group);
+  void preempt(Request& r, const char* why);
+  void end(Request& r, RequestState state, FinishReason reason, std::string error = "");
+  void release_placement(Request& r);  // KV blocks and queue entries
+  void transition(Request& r, RequestState to, const char* why);
+
+  ScheduledStep build_step(int instance, const std::vector<std::pair<Request*, int64_t>>& plan);
+
+  model::ModelConfig model_;
+  SchedulerOptions options_;
+  std::unique_ptr<SchedulerPolicy> policy_;
+  std::vector<Instance> instances_;
+  InstanceRouter router_;
+  KvBlockManager kv_;
+  std::map<int64_t, std::unique_ptr<Request>> requests_;
+  int64_t next_request_id_ = 1;
+  int64_t next_seq_id_ = 1;
+  int64_t num_unfinished_ = 0;
+  SchedulerStats stats_;
+};
+
+}  // namespace sw::coordinator
