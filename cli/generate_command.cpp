@@ -46,6 +46,7 @@ struct GenerateArgs {
   int max_num_seqs = 256;
   int64_t max_num_batched_tokens = 2048;
   std::string scheduler_policy = "decode_priority";
+  int64_t long_prefill_token_threshold = 0;
   int threads = 0;
 };
 
@@ -205,11 +206,14 @@ Status run_local(const GenerateArgs& a) {
   o.engine.collect_moe_metrics = a.verbose;
   o.engine.scheduler.max_num_seqs = a.max_num_seqs;
   o.engine.scheduler.max_num_batched_tokens = a.max_num_batched_tokens;
+  o.engine.scheduler.long_prefill_token_threshold = a.long_prefill_token_threshold;
   SW_ASSIGN_OR_RETURN(o.engine.scheduler.policy,
                       coordinator::parse_scheduler_policy(a.scheduler_policy));
-  if (a.max_num_seqs < 1 || a.max_num_batched_tokens < 1)
-    return invalid_argument("--max-num-seqs ({}) and --max-num-batched-tokens ({}) must be >= 1",
-                            a.max_num_seqs, a.max_num_batched_tokens);
+  if (a.max_num_seqs < 1 || a.max_num_batched_tokens < 1 || a.long_prefill_token_threshold < 0)
+    return invalid_argument(
+        "--max-num-seqs ({}) and --max-num-batched-tokens ({}) must be >= 1, "
+        "--long-prefill-token-threshold ({}) >= 0",
+        a.max_num_seqs, a.max_num_batched_tokens, a.long_prefill_token_threshold);
   // Without a size or a memory share, the cache holds every prompt at once.
   o.fallback_kv_blocks = kv_blocks_for(requests, a.kv_block_size, INT64_MAX);
   SW_ASSIGN_OR_RETURN(auto local, coordinator::LocalEngine::create(o));
@@ -307,6 +311,11 @@ std::function<int()> add_generate_command(CLI::App& app) {
                       "decode_priority (decodes first, then prefill chunks) or fcfs (oldest "
                       "request first, whatever its phase)"),
         "scheduler.policy")
+      ->capture_default_str();
+  owned(g->add_option("--long-prefill-token-threshold", a->long_prefill_token_threshold,
+                      "Most tokens of one prefill chunk, so long prompts advance side by side "
+                      "(0 = a chunk may take the whole step)"),
+        "scheduler.long_prefill_token_threshold")
       ->capture_default_str();
   owned(g->add_option("--threads", a->threads, "CPU threads (0 = all cores)"),
         "(no key: cluster workers use every core)")

@@ -35,6 +35,7 @@ Result<EngineOptions> engine_options(const parallel::ClusterConfig& c, const par
   o.scheduler.max_num_seqs = c.runtime.max_num_seqs;
   o.scheduler.max_num_batched_tokens = c.runtime.max_num_batched_tokens;
   o.scheduler.max_model_len = plan.max_model_len;
+  o.scheduler.long_prefill_token_threshold = c.scheduler.long_prefill_token_threshold;
   auto policy = parse_scheduler_policy(c.scheduler.policy);
   if (!policy.ok()) return policy.status().with_context(c.source + ": scheduler.policy");
   o.scheduler.policy = *policy;

@@ -245,6 +245,10 @@ Result<std::optional<ScheduledStep>> Scheduler::schedule(int instance) {
   Instance& inst = instances_.at(instance);
   if (!inst.alive) return std::optional<ScheduledStep>();
   const int groups = kv_.num_groups(instance);
+  auto chunk_cap = [&](int64_t budget) {
+    const int64_t t = options_.long_prefill_token_threshold;
+    return t > 0 ? std::min(budget, t) : budget;
+  };
   // Each pass either builds the step or preempts one sequence and starts over, so it ends.
   while (!inst.running.empty() || !inst.waiting.empty()) {
     std::vector<int64_t> free(static_cast<size_t>(groups));
@@ -254,7 +258,7 @@ Result<std::optional<ScheduledStep>> Scheduler::schedule(int instance) {
     int short_group = -1;
     for (Request* r : policy_->order(inst.running)) {
       const int g = r->kv_group;
-      int64_t want = r->is_decode_ready() ? 1 : std::min(r->num_uncached(), budget);
+      int64_t want = r->is_decode_ready() ? 1 : std::min(r->num_uncached(), chunk_cap(budget));
       if (want > budget || want <= 0) continue;  // no budget left this step
       // A decode needs its block; a prefill chunk shrinks to what the free blocks hold.
       if (!r->is_decode_ready()) want = fit(*r, instance, g, want, free[g]);
@@ -281,12 +285,14 @@ Result<std::optional<ScheduledStep>> Scheduler::schedule(int instance) {
     while (!inst.waiting.empty() && budget > 0 &&
            static_cast<int>(inst.running.size()) < options_.max_num_seqs) {
       Request* r = inst.waiting.front();
-      // A new sequence goes to the dp group with the most free blocks (the first of equals).
+      // A new sequence goes to the dp group with the most free blocks (the first of equals),
+      // and only with its whole first chunk: a partial one would be preempted again at once.
       const int g = static_cast<int>(std::max_element(free.begin(), free.end()) - free.begin());
-      const int64_t want = fit(*r, instance, g, std::min(r->num_uncached(), budget), free[g]);
-      if (want == 0) break;  // first come first served: nobody overtakes the head
+      const int64_t want = std::min(r->num_uncached(), chunk_cap(budget));
+      const int64_t need = kv_.pool(instance, g).blocks_for(want);
+      if (need > free[g]) break;  // first come first served: nobody overtakes the head
       admit(*r, g);
-      free[g] -= kv_.pool(instance, g).blocks_needed(r->seq_id, want);
+      free[g] -= need;
       budget -= want;
       plan.emplace_back(r, want);
     }

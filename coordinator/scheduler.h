@@ -11,7 +11,8 @@
 //                    (DeepSpeed-FastGen's Dynamic SplitFuse: decodes never wait for prefills)
 //   fcfs             oldest admitted first, whatever its phase (vLLM v1: an older request's
 //                    prefill chunk goes before a younger request's decode)
-// Waiting requests are admitted first come, first served in both (preempted ones first).
+// Waiting requests are admitted first come, first served in both (preempted ones first), each
+// only when its first chunk fits the free blocks of a dp group (no one overtakes the head).
 // Add a policy: a SchedulerPolicy subclass, an enum value, its name in the parser and README.
 #pragma once
 
@@ -49,6 +50,10 @@ struct SchedulerOptions {
   int max_num_seqs = 256;                 // admitted sequences per instance
   int64_t max_num_batched_tokens = 2048;  // tokens per step (prefill chunks + decodes)
   SchedulerPolicyKind policy = SchedulerPolicyKind::kDecodePriority;
+  // A prefill chunk holds at most this many tokens (vLLM's long_prefill_token_threshold), so
+  // several long prompts advance side by side and short ones are not stuck behind them;
+  // 0: a chunk may take the whole step budget.
+  int64_t long_prefill_token_threshold = 0;
   int64_t max_model_len = 0;  // prompt + max_new_tokens; 0: the model's max_position_embeddings
 };
 

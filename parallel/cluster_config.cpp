@@ -186,7 +186,9 @@ Status parse_runtime(const Section& s, RuntimeSection* r) {
 }
 
 Status parse_scheduler(const Section& s, SchedulerSection* sch) {
-  SW_RETURN_IF_ERROR(s.check_keys({"policy"}));
+  SW_RETURN_IF_ERROR(s.check_keys({"policy", "long_prefill_token_threshold"}));
+  SW_RETURN_IF_ERROR(s.integer("long_prefill_token_threshold", &sch->long_prefill_token_threshold,
+                               0, "an integer >= 0 (0: no cap)"));
   return s.choice("policy", &sch->policy, {"decode_priority", "fcfs"});
 }
 
