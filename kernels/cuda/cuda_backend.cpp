@@ -214,6 +214,11 @@ class CudaBackend final : public Backend {
   }
 
   Status synchronize() override {
+    // A stream sync inside cudaStreamBeginCapture/EndCapture invalidates the capture.
+    if (capturing_)
+      return invalid_argument(
+          "synchronize: the backend is capturing a CUDA graph (a stream sync would invalidate "
+          "the capture)");
     SW_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     return Status::ok_status();
   }
