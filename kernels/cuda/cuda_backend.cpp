@@ -124,6 +124,7 @@ class CudaBackend final : public Backend {
       (void)cudaStreamSynchronize(stream_);
       gemm_.reset();
       workspace_.reset();
+      sample_scratch_.reset();
       (void)cudaStreamDestroy(stream_);
     }
   }
@@ -136,6 +137,8 @@ class CudaBackend final : public Backend {
     SW_RETURN_IF_ERROR(staging_.init(size_t{16} << 20));
     constexpr size_t kWorkspace = size_t{32} << 20;  // cuBLASLt's recommended size on Hopper
     SW_ASSIGN_OR_RETURN(workspace_, allocator_.allocate(kWorkspace));
+    // Allocated up front, so the start-up KV sizing (memory_info) already counts it.
+    SW_ASSIGN_OR_RETURN(sample_scratch_, allocator_.allocate(kSampleScratchBytes));
     gemm_ = std::make_unique<cuda::GemmRunner>();
     SW_RETURN_IF_ERROR(gemm_->init(stream_, workspace_.get(), kWorkspace));
     return Status::ok_status();
@@ -492,9 +495,10 @@ class CudaBackend final : public Backend {
 
   // ---- MoE ------------------------------------------------------------------------------------
   Status router_topk(const Tensor& logits, int k, bool renormalize, Tensor& topk_ids,
-                     Tensor& topk_weights) override {
+                     Tensor& topk_weights, Tensor* topk_probs) override {
     const char* op = "router_topk";
-    SW_RETURN_IF_ERROR(validate_router_topk(Device::kCuda, logits, k, topk_ids, topk_weights));
+    SW_RETURN_IF_ERROR(
+        validate_router_topk(Device::kCuda, logits, k, topk_ids, topk_weights, topk_probs));
     const int64_t t = logits.dim(0), e = logits.dim(1);
     SW_RETURN_IF_ERROR(check_int_range(op, "E", e));
     cuda::RouterTopkParams p;
@@ -575,7 +579,7 @@ class CudaBackend final : public Backend {
 
   // ---- sampling -------------------------------------------------------------------------------
   // Row parameters go up through the staging ring (so sample() is not capturable); rows are
-  // processed in launches whose sort scratch stays under kMaxSampleScratch bytes.
+  // processed in launches whose sort scratch fits the backend's kSampleScratchBytes buffer.
   Status sample(const Tensor& logits, const std::vector<SamplingRow>& rows, Tensor& out) override {
     SW_RETURN_IF_ERROR(validate_sample(Device::kCuda, logits, rows, out));
     const int64_t b = logits.dim(0), v = logits.dim(1);
@@ -596,15 +600,22 @@ class CudaBackend final : public Backend {
     Tensor dev_params = alloc({param_bytes}, DType::kU8);
     Tensor host_params(host.data(), {param_bytes}, DType::kU8, Device::kCpu);
     SW_RETURN_IF_ERROR(copy(host_params, dev_params));
-    constexpr int64_t kMaxSampleScratch = int64_t{256} << 20;
+    // Temperature rows sort the whole row in scratch (16 bytes per logit): the launches reuse
+    // the backend's own bounded buffer (launches on one stream run in order), so the step
+    // workspace never holds S x V x 16 bytes. Rows past the buffer wait for the next launch.
     const int64_t row_bytes = cuda::sample_scratch_words(1, v) * 4;
-    const int64_t per_launch = std::max<int64_t>(1, kMaxSampleScratch / row_bytes);
+    int64_t per_launch = std::max<int64_t>(1, kSampleScratchBytes / row_bytes);
+    std::shared_ptr<void> oversized;  // one row larger than the buffer (a vocabulary > 8M)
+    void* scratch = sample_scratch_.get();
+    if (row_bytes > kSampleScratchBytes) {
+      per_launch = 1;
+      SW_ASSIGN_OR_RETURN(oversized, allocator_.allocate(static_cast<size_t>(row_bytes)));
+      scratch = oversized.get();
+    }
     for (int64_t r0 = 0; r0 < b; r0 += per_launch) {
       const int64_t n = std::min(per_launch, b - r0);
       bool any_random = false;
       for (int64_t i = r0; i < r0 + n; ++i) any_random |= rows[i].temperature > 0.f;
-      Tensor scratch;
-      if (any_random) scratch = alloc({cuda::sample_scratch_words(n, v)}, DType::kI32);
       cuda::SampleParams p;
       p.logits = ptr<const void>(logits, r0 * v);
       p.type = elem(logits.dtype());
@@ -612,7 +623,7 @@ class CudaBackend final : public Backend {
       p.vocab = v;
       p.row_params = ptr<const cuda::SampleRowParams>(dev_params) + r0;
       p.out = ptr<int32_t>(out, r0);
-      p.scratch = any_random ? ptr<uint32_t>(scratch) : nullptr;
+      p.scratch = any_random ? static_cast<uint32_t*>(scratch) : nullptr;
       SW_CUDA_RETURN_IF_ERROR(cuda::launch_sample(p, stream_));
     }
     return Status::ok_status();
@@ -693,6 +704,10 @@ class CudaBackend final : public Backend {
   cuda::CachingDeviceAllocator allocator_;
   StagingRing staging_;
   std::shared_ptr<void> workspace_;
+  // Sort scratch of temperature sampling: 128 MiB holds 55 rows of a 151936-token vocabulary
+  // per launch (enough blocks to keep most SMs busy with the full-row sort).
+  static constexpr int64_t kSampleScratchBytes = int64_t{128} << 20;
+  std::shared_ptr<void> sample_scratch_;
   std::unique_ptr<cuda::GemmRunner> gemm_;
   bool capturing_ = false;
   std::vector<std::shared_ptr<void>> capture_storage_;
