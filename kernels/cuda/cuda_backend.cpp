@@ -506,6 +506,7 @@ class CudaBackend final : public Backend {
     p.logits_type = elem(logits.dtype());
     p.topk_ids = ptr<int32_t>(topk_ids);
     p.topk_weights = ptr<float>(topk_weights);
+    p.topk_probs = topk_probs ? ptr<float>(*topk_probs) : nullptr;
     p.tokens = t;
     p.experts = static_cast<int>(e);
     p.k = k;
@@ -514,11 +515,11 @@ class CudaBackend final : public Backend {
     return Status::ok_status();
   }
 
-  Status moe_assign(const Tensor& topk_ids, const Tensor& topk_weights, int num_experts,
+  Status moe_assign(const Tensor& topk_ids, const Tensor& priority_weights, int num_experts,
                     int64_t capacity, DropPolicy policy, Tensor& dest_rows,
                     Tensor& expert_offsets) override {
     const char* op = "moe_assign";
-    SW_RETURN_IF_ERROR(validate_moe_assign(Device::kCuda, topk_ids, topk_weights, num_experts,
+    SW_RETURN_IF_ERROR(validate_moe_assign(Device::kCuda, topk_ids, priority_weights, num_experts,
                                            dest_rows, expert_offsets));
     if (num_experts > cuda::kMoeAssignMaxExperts)
       return invalid_argument("moe_assign: num_experts={} exceeds the CUDA kernel's limit {}",
@@ -528,7 +529,7 @@ class CudaBackend final : public Backend {
     Tensor scratch = alloc({cuda::moe_assign_scratch_ints(t)}, DType::kI32);
     cuda::MoeAssignParams p;
     p.topk_ids = ptr<const int32_t>(topk_ids);
-    p.topk_weights = ptr<const float>(topk_weights);
+    p.priority_weights = ptr<const float>(priority_weights);
     p.dest_rows = ptr<int32_t>(dest_rows);
     p.expert_offsets = ptr<int32_t>(expert_offsets);
     p.scratch = ptr<int32_t>(scratch);
@@ -704,8 +705,9 @@ class CudaBackend final : public Backend {
   cuda::CachingDeviceAllocator allocator_;
   StagingRing staging_;
   std::shared_ptr<void> workspace_;
-  // Sort scratch of temperature sampling: 128 MiB holds 55 rows of a 151936-token vocabulary
-  // per launch (enough blocks to keep most SMs busy with the full-row sort).
+  // Sort scratch of temperature sampling, fixed at start-up: 128 MiB sorts 55 rows of a
+  // 151936-token vocabulary per launch (S = 256 rows: 5 launches). A top-k-first sampler
+  // would need far less.
   static constexpr int64_t kSampleScratchBytes = int64_t{128} << 20;
   std::shared_ptr<void> sample_scratch_;
   std::unique_ptr<cuda::GemmRunner> gemm_;
