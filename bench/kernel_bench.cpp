@@ -198,6 +198,21 @@ void bench_prefill_attention(Bench& b, int t) {
   b.add("attention_prefill", "T" + std::to_string(t) + " Hq32 Hk8 D128 bf16", us, bytes, flops);
 }
 
+// Temperature sampling at Qwen's vocabulary with top-k 50 and top-p 0.9: today a full-row
+// sort per row, so it is far from the bytes it must read (the logits once); the tuning list's
+// top-k-first sampler should close that gap.
+void bench_sample(Bench& b, int batch) {
+  const int64_t v = 151936;
+  Tensor logits = random_device(b.be, {batch, v}, DType::kF32, 4.f, 50);
+  Tensor out = b.be.alloc({batch}, DType::kI32);
+  std::vector<sw::kernels::SamplingRow> rows(static_cast<size_t>(batch));
+  for (int i = 0; i < batch; ++i)
+    rows[i] = sw::kernels::SamplingRow{0.7f, 50, 0.9f, static_cast<uint64_t>(i), 1};
+  const double us = b.time_us([&] { BENCH_CHECK(b.be.sample(logits, rows, out)); });
+  b.add("sample", "B" + std::to_string(batch) + " V151936 temp0.7 top_k50 top_p0.9 f32", us,
+        static_cast<double>(logits.nbytes()), 0);
+}
+
 void bench_gemm(Bench& b, const std::string& what, int64_t m, int64_t n, int64_t k) {
   Tensor x = random_device(b.be, {m, k}, DType::kBF16, 1.f, 30);
   Tensor w = random_device(b.be, {n, k}, DType::kBF16, 0.05f, 31);
@@ -406,6 +421,8 @@ int main(int argc, char** argv) {
     }
   for (int t : quick ? std::vector<int>{1024} : std::vector<int>{1024, 2048, 4096, 8192})
     bench_prefill_attention(b, t);
+  for (int batch : quick ? std::vector<int>{1, 64} : std::vector<int>{1, 64, 256})
+    bench_sample(b, batch);
   for (const char* preset : {"mixtral-8x7b", "qwen3-30b-a3b"}) {
     auto cfg = sw::model::load_model_config(preset);
     BENCH_CHECK(cfg.status());

@@ -46,11 +46,12 @@ const char* op_name(Op op);
 // kInterleaved rotates pairs (x[2i], x[2i + 1]) — GPT-J / original Meta checkpoints.
 enum class RopeLayout { kNeox, kInterleaved };
 
-// Batch-priority routing order for MoeAssign (see DESIGN.md "MoE routing").
+// Batch-priority routing order for MoeAssign (see DESIGN.md "MoE routing"). The weights a
+// score is taken from are moe_assign's `priority_weights` (the caller chooses them).
 enum class DropPolicy {
   kOrder,        // slots filled in token order
-  kPriorityMax,  // tokens sorted by their highest routing weight, descending
-  kPrioritySum,  // tokens sorted by the sum of their top-k weights, descending
+  kPriorityMax,  // tokens sorted by their highest priority weight, descending
+  kPrioritySum,  // tokens sorted by the sum of their top-k priority weights, descending
 };
 
 struct SamplingRow {
@@ -155,18 +156,24 @@ class Backend {
 
   // Router: probs = softmax(logits[T, E]) over all experts (computed in float32), then the k
   // largest (ties -> lower expert id), descending by weight; renormalize: weights /= their
-  // sum. topk_ids: int32 [T, k], topk_weights: float32 [T, k].
+  // sum. topk_ids: int32 [T, k], topk_weights: float32 [T, k] (the combine weights).
+  // topk_probs (optional, float32 [T, k]): the router's own probabilities of the chosen
+  // experts, before any renormalisation (what batch-priority routing scores by; equal to
+  // topk_weights when renormalize is false).
   virtual Status router_topk(const Tensor& logits, int k, bool renormalize, Tensor& topk_ids,
-                             Tensor& topk_weights) = 0;
+                             Tensor& topk_weights, Tensor* topk_probs = nullptr) = 0;
 
   // Expert slots with capacity and drop policy (GShard order; V-MoE batch-priority routing).
-  // topk_ids/topk_weights: [T, k]; ids outside [0, num_experts) are ignored (not this
-  // rank's experts) and get dest -1. Tokens are ordered by `policy` (stable by token index);
-  // then every choice j = 0 of all tokens in that order takes a slot before any choice j = 1,
-  // and so on. An expert's slots are 0, 1, ...; a slot >= capacity is dropped (capacity < 0:
-  // no limit). Outputs: dest_rows int32 [T, k] = expert_offsets[e] + slot, or -1 if dropped;
-  // expert_offsets int32 [num_experts + 1], the prefix sum of kept counts.
-  virtual Status moe_assign(const Tensor& topk_ids, const Tensor& topk_weights, int num_experts,
+  // topk_ids: int32 [T, k]; ids outside [0, num_experts) are ignored (not this rank's
+  // experts) and get dest -1. priority_weights: float32 [T, k], what a priority policy scores
+  // a token by (kPriorityMax: their maximum, kPrioritySum: their float32 sum in choice order;
+  // unread under kOrder): router_topk's topk_probs for V-MoE's batch-priority routing, or the
+  // combine weights (moe::PriorityScore chooses). Tokens are ordered by `policy` (stable by
+  // token index); then every choice j = 0 of all tokens in that order takes a slot before any
+  // choice j = 1, and so on. An expert's slots are 0, 1, ...; a slot >= capacity is dropped
+  // (capacity < 0: no limit). Outputs: dest_rows int32 [T, k] = expert_offsets[e] + slot, or
+  // -1 if dropped; expert_offsets int32 [num_experts + 1], the prefix sum of kept counts.
+  virtual Status moe_assign(const Tensor& topk_ids, const Tensor& priority_weights, int num_experts,
                             int64_t capacity, DropPolicy policy, Tensor& dest_rows,
                             Tensor& expert_offsets) = 0;
 

@@ -274,7 +274,7 @@ Status validate_attention_decode(Device device, const Tensor& q, const Tensor& k
 // ---- MoE ---------------------------------------------------------------------------------------
 
 Status validate_router_topk(Device device, const Tensor& logits, int k, const Tensor& topk_ids,
-                            const Tensor& topk_weights) {
+                            const Tensor& topk_weights, const Tensor* topk_probs) {
   const char* op = "router_topk";
   SW_RETURN_IF_ERROR(check_float(device, op, "logits", logits, 2));
   SW_RETURN_IF_ERROR(check_int32(device, op, "topk_ids", topk_ids, 2));
@@ -288,21 +288,28 @@ Status validate_router_topk(Device device, const Tensor& logits, int k, const Te
   if (topk_weights.dtype() != DType::kF32)
     return invalid_argument("router_topk: topk_weights must be float32, got {}",
                             desc(topk_weights));
+  if (topk_probs) {
+    SW_RETURN_IF_ERROR(check_tensor(device, op, "topk_probs", *topk_probs, 2));
+    SW_RETURN_IF_ERROR(check_shape(op, "topk_probs", *topk_probs, {t, k}));
+    if (topk_probs->dtype() != DType::kF32)
+      return invalid_argument("router_topk: topk_probs must be float32, got {}", desc(*topk_probs));
+  }
   return Status::ok_status();
 }
 
-Status validate_moe_assign(Device device, const Tensor& topk_ids, const Tensor& topk_weights,
+Status validate_moe_assign(Device device, const Tensor& topk_ids, const Tensor& priority_weights,
                            int num_experts, const Tensor& dest_rows, const Tensor& expert_offsets) {
   const char* op = "moe_assign";
   SW_RETURN_IF_ERROR(check_int32(device, op, "topk_ids", topk_ids, 2));
-  SW_RETURN_IF_ERROR(check_tensor(device, op, "topk_weights", topk_weights, 2));
+  SW_RETURN_IF_ERROR(check_tensor(device, op, "priority_weights", priority_weights, 2));
   SW_RETURN_IF_ERROR(check_int32(device, op, "dest_rows", dest_rows, 2));
   SW_RETURN_IF_ERROR(check_int32(device, op, "expert_offsets", expert_offsets, 1));
-  if (topk_weights.dtype() != DType::kF32)
-    return invalid_argument("moe_assign: topk_weights must be float32, got {}", desc(topk_weights));
+  if (priority_weights.dtype() != DType::kF32)
+    return invalid_argument("moe_assign: priority_weights must be float32, got {}",
+                            desc(priority_weights));
   if (num_experts < 0)
     return invalid_argument("moe_assign: num_experts={} is negative", num_experts);
-  SW_RETURN_IF_ERROR(check_shape(op, "topk_weights", topk_weights, topk_ids.shape()));
+  SW_RETURN_IF_ERROR(check_shape(op, "priority_weights", priority_weights, topk_ids.shape()));
   SW_RETURN_IF_ERROR(check_shape(op, "dest_rows", dest_rows, topk_ids.shape()));
   SW_RETURN_IF_ERROR(check_shape(op, "expert_offsets", expert_offsets, {num_experts + 1}));
   return Status::ok_status();

@@ -62,8 +62,8 @@ Status validate_attention_decode(Device device, const Tensor& q, const Tensor& k
                                  const Tensor& block_tables, const Tensor& out);
 
 Status validate_router_topk(Device device, const Tensor& logits, int k, const Tensor& topk_ids,
-                            const Tensor& topk_weights);
-Status validate_moe_assign(Device device, const Tensor& topk_ids, const Tensor& topk_weights,
+                            const Tensor& topk_weights, const Tensor* topk_probs);
+Status validate_moe_assign(Device device, const Tensor& topk_ids, const Tensor& priority_weights,
                            int num_experts, const Tensor& dest_rows, const Tensor& expert_offsets);
 Status validate_moe_permute(Device device, const Tensor& x, const Tensor& dest_rows,
                             const Tensor& out);

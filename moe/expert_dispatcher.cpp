@@ -68,7 +68,8 @@ Result<Tensor> ExpertDispatcher::upload_ints(const std::vector<int32_t>& values,
 }
 
 Result<DispatchHandle> ExpertDispatcher::layout(const Tensor& topk_ids, const Tensor& topk_weights,
-                                                int64_t capacity, kernels::DropPolicy policy) {
+                                                int64_t capacity, kernels::DropPolicy policy,
+                                                const Tensor* priority_weights) {
   const int S = group_.size(), E = num_experts_, El = num_local_experts_;
   if (topk_ids.ndim() != 2 || topk_ids.dtype() != DType::kI32)
     return invalid_argument("ExpertDispatcher::layout: topk_ids must be int32 [T, k], got {}",
@@ -84,8 +85,9 @@ Result<DispatchHandle> ExpertDispatcher::layout(const Tensor& topk_ids, const Te
   h.weights = topk_weights;
   h.dest_rows = backend_.alloc({h.num_tokens, h.top_k}, DType::kI32);
   h.send_offsets = backend_.alloc({E + 1}, DType::kI32);
-  SW_RETURN_IF_ERROR(backend_.moe_assign(topk_ids, topk_weights, E, capacity, policy, h.dest_rows,
-                                         h.send_offsets));
+  SW_RETURN_IF_ERROR(backend_.moe_assign(topk_ids,
+                                         priority_weights ? *priority_weights : topk_weights, E,
+                                         capacity, policy, h.dest_rows, h.send_offsets));
   Tensor off_host = Tensor::empty({E + 1}, DType::kI32);
   SW_RETURN_IF_ERROR(backend_.copy(h.send_offsets, off_host));
   SW_RETURN_IF_ERROR(backend_.synchronize());
@@ -240,10 +242,9 @@ Status ExpertDispatcher::moe_ffn_ep(const Tensor& x, const Tensor& router_w,
 
   Tensor logits = b.alloc({T, E}, x.dtype());
   SW_RETURN_IF_ERROR(b.gemm(x, router_w, logits));
-  Tensor topk_ids = b.alloc({T, o.top_k}, DType::kI32);
-  Tensor topk_w = b.alloc({T, o.top_k}, DType::kF32);
-  SW_RETURN_IF_ERROR(b.router_topk(logits, o.top_k, o.renormalize, topk_ids, topk_w));
-  SW_ASSIGN_OR_RETURN(DispatchHandle h, layout(topk_ids, topk_w, o.capacity, o.policy));
+  SW_ASSIGN_OR_RETURN(RoutedTopk routed, route_topk(b, logits, o));
+  SW_ASSIGN_OR_RETURN(DispatchHandle h, layout(routed.ids, routed.weights, o.capacity, o.policy,
+                                               &routed.priority_weights));
   SW_ASSIGN_OR_RETURN(Tensor recv, dispatch(x, h));
   const int64_t R = h.num_recv_rows;
   Tensor gate_up = b.alloc({R, I2}, x.dtype());

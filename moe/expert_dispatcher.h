@@ -76,13 +76,15 @@ class ExpertDispatcher {
   comm::AllToAllAlgorithm algorithm() const { return algo_; }
 
   // Collective. topk_ids: int32 [T, k] global expert ids; topk_weights: float32 [T, k]
-  // (device; kept by reference in the handle, so leave them unchanged until combine).
-  // capacity: slots per expert for this rank's tokens (moe::expert_capacity), < 0 dropless.
-  // Runs moe_assign over all E experts (so kept rows are expert- and rank-contiguous), then
-  // exchanges the E_local kept counts with every peer (one small all_to_all_v of int64).
-  // T may be 0.
+  // combine weights (device; kept by reference in the handle, so leave them unchanged until
+  // combine). capacity: slots per expert for this rank's tokens (moe::expert_capacity), < 0
+  // dropless. priority_weights: float32 [T, k] that a priority policy scores tokens by
+  // (route_topk's; null: topk_weights). Runs moe_assign over all E experts (so kept rows are
+  // expert- and rank-contiguous), then exchanges the E_local kept counts with every peer (one
+  // small all_to_all_v of int64). T may be 0.
   Result<DispatchHandle> layout(const Tensor& topk_ids, const Tensor& topk_weights,
-                                int64_t capacity, kernels::DropPolicy policy);
+                                int64_t capacity, kernels::DropPolicy policy,
+                                const Tensor* priority_weights = nullptr);
 
   // Collective. x: [T, H] any float dtype (device). Returns recv: [R_recv, H] same dtype,
   // rows grouped by local expert (h.local_expert_offsets delimits them; within an expert,

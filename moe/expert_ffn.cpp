@@ -1,4 +1,5 @@
-// Single-rank MoE FFN built from backend ops.
+// Single-rank MoE FFN built from backend ops, and the router step it shares with expert
+// parallelism (top-k, combine weights, and what batch-priority routing scores by).
 #include "moe/expert_ffn.h"
 
 #include <algorithm>
@@ -7,9 +8,32 @@
 
 namespace sw::moe {
 
+const char* priority_score_name(PriorityScore s) {
+  return s == PriorityScore::kCombine ? "combine" : "router";
+}
+
 int64_t capacity_for(const MoeOptions& o, int64_t num_tokens, int num_experts) {
   if (!o.capacity_factor) return o.capacity;
   return expert_capacity(o.capacity_factor, o.top_k, num_tokens, num_experts);
+}
+
+Result<RoutedTopk> route_topk(kernels::Backend& b, const Tensor& logits, const MoeOptions& o) {
+  const int64_t T = logits.dim(0);
+  RoutedTopk r;
+  r.ids = b.alloc({T, o.top_k}, DType::kI32);
+  r.weights = b.alloc({T, o.top_k}, DType::kF32);
+  // Without renormalisation the combine weights are the router's probabilities already.
+  const bool separate = o.policy != kernels::DropPolicy::kOrder &&
+                        o.priority_score == PriorityScore::kRouter && o.renormalize;
+  if (separate) {
+    r.priority_weights = b.alloc({T, o.top_k}, DType::kF32);
+    SW_RETURN_IF_ERROR(
+        b.router_topk(logits, o.top_k, o.renormalize, r.ids, r.weights, &r.priority_weights));
+  } else {
+    SW_RETURN_IF_ERROR(b.router_topk(logits, o.top_k, o.renormalize, r.ids, r.weights));
+    r.priority_weights = r.weights;
+  }
+  return r;
 }
 
 Status moe_ffn(kernels::Backend& b, const Tensor& x, const Tensor& router_w,
@@ -22,13 +46,12 @@ Status moe_ffn(kernels::Backend& b, const Tensor& x, const Tensor& router_w,
   const int k = o.top_k;
   Tensor logits = b.alloc({T, E}, x.dtype());
   SW_RETURN_IF_ERROR(b.gemm(x, router_w, logits));
-  Tensor topk_ids = b.alloc({T, k}, DType::kI32);
-  Tensor topk_w = b.alloc({T, k}, DType::kF32);
-  SW_RETURN_IF_ERROR(b.router_topk(logits, k, o.renormalize, topk_ids, topk_w));
+  SW_ASSIGN_OR_RETURN(RoutedTopk routed, route_topk(b, logits, o));
+  const Tensor& topk_w = routed.weights;
   Tensor dest = b.alloc({T, k}, DType::kI32);
   Tensor offsets = b.alloc({E + 1}, DType::kI32);
-  SW_RETURN_IF_ERROR(
-      b.moe_assign(topk_ids, topk_w, E, capacity_for(o, T, E), o.policy, dest, offsets));
+  SW_RETURN_IF_ERROR(b.moe_assign(routed.ids, routed.priority_weights, E, capacity_for(o, T, E),
+                                  o.policy, dest, offsets));
   // Rows past the kept count are never read: the buffer is sized for the dropless worst case.
   const int64_t R = T * k;
   Tensor permuted = b.alloc({R, H}, x.dtype());

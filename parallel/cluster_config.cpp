@@ -275,7 +275,8 @@ Status parse_pools(const Section& s, std::vector<PoolSpec>* pools) {
 }
 
 Status parse_moe(const Section& s, MoeSection* m) {
-  SW_RETURN_IF_ERROR(s.check_keys({"capacity_factor", "drop_policy", "priority"}));
+  SW_RETURN_IF_ERROR(
+      s.check_keys({"capacity_factor", "drop_policy", "priority", "priority_score"}));
   if (s.has("capacity_factor") && !s.child("capacity_factor").IsNull()) {
     double c = 0;
     SW_RETURN_IF_ERROR(s.number(
@@ -285,11 +286,15 @@ Status parse_moe(const Section& s, MoeSection* m) {
   } else {
     m->capacity_factor.reset();
   }
-  std::string policy = "order", priority = "max";
+  std::string policy = "order", priority = "max", score = "router";
   SW_RETURN_IF_ERROR(s.choice("drop_policy", &policy, {"order", "priority"}));
   SW_RETURN_IF_ERROR(s.choice("priority", &priority, {"max", "sum"}));
-  if (s.has("priority") && policy != "priority")
-    return s.error("priority", "only meaningful with drop_policy: priority");
+  SW_RETURN_IF_ERROR(s.choice("priority_score", &score, {"router", "combine"}));
+  for (const char* key : {"priority", "priority_score"})
+    if (s.has(key) && policy != "priority")
+      return s.error(key, "only meaningful with drop_policy: priority");
+  m->priority_score =
+      score == "combine" ? moe::PriorityScore::kCombine : moe::PriorityScore::kRouter;
   if (policy == "order")
     m->drop_policy = kernels::DropPolicy::kOrder;
   else

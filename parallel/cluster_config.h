@@ -11,6 +11,7 @@
 #include "comm/options.h"
 #include "common/status.h"
 #include "kernels/backend.h"
+#include "moe/expert_ffn.h"
 
 namespace sw::parallel {
 
@@ -58,6 +59,8 @@ struct SchedulerSection {
 struct MoeSection {
   std::optional<double> capacity_factor;                          // nullopt: dropless
   kernels::DropPolicy drop_policy = kernels::DropPolicy::kOrder;  // order | priority (max|sum)
+  // What priority scores by: router probabilities (V-MoE, default) | combine weights.
+  moe::PriorityScore priority_score = moe::PriorityScore::kRouter;
 };
 
 struct ClusterConfig {

@@ -171,6 +171,7 @@ Result<WorkerEngine> build_worker_engine(ClusterRuntime& rt, int64_t num_kv_bloc
   moe::MoeOptions mo;
   mo.capacity_factor = cfg.moe.capacity_factor;
   mo.policy = cfg.moe.drop_policy;
+  mo.priority_score = cfg.moe.priority_score;
   e.runner->set_moe_options(mo);
   e.steps = std::make_unique<StepThread>(*e.runner);
   return e;

@@ -149,16 +149,17 @@ class CpuBackend final : public Backend {
     return run([=, out = out]() mutable { return cpu::silu_and_mul(x, out); });
   }
   Status router_topk(const Tensor& logits, int k, bool renormalize, Tensor& topk_ids,
-                     Tensor& topk_weights) override {
-    return run([=, ids = topk_ids, w = topk_weights]() mutable {
-      return cpu::router_topk(logits, k, renormalize, ids, w);
+                     Tensor& topk_weights, Tensor* topk_probs) override {
+    const Tensor p = topk_probs ? *topk_probs : Tensor();
+    return run([=, ids = topk_ids, w = topk_weights, p = p]() mutable {
+      return cpu::router_topk(logits, k, renormalize, ids, w, p.defined() ? &p : nullptr);
     });
   }
-  Status moe_assign(const Tensor& topk_ids, const Tensor& topk_weights, int num_experts,
+  Status moe_assign(const Tensor& topk_ids, const Tensor& priority_weights, int num_experts,
                     int64_t capacity, DropPolicy policy, Tensor& dest_rows,
                     Tensor& expert_offsets) override {
     return run([=, dest = dest_rows, offs = expert_offsets]() mutable {
-      return cpu::moe_assign(topk_ids, topk_weights, num_experts, capacity, policy, dest, offs);
+      return cpu::moe_assign(topk_ids, priority_weights, num_experts, capacity, policy, dest, offs);
     });
   }
   Status moe_permute(const Tensor& x, const Tensor& dest_rows, Tensor& out) override {

@@ -11,13 +11,16 @@
 namespace sw::kernels::cpu {
 
 // Selection is by logit (softmax is monotone), so the chosen ids never depend on how a
-// backend rounds exp(); ties go to the lower expert id. Weights are the float32 softmax.
+// backend rounds exp(); ties go to the lower expert id. Weights are the float32 softmax;
+// topk_probs keeps them as they are before renormalisation.
 Status router_topk(const Tensor& logits, int k, bool renormalize, Tensor& topk_ids,
-                   Tensor& topk_weights) {
-  SW_RETURN_IF_ERROR(validate_router_topk(Device::kCpu, logits, k, topk_ids, topk_weights));
+                   Tensor& topk_weights, Tensor* topk_probs) {
+  SW_RETURN_IF_ERROR(
+      validate_router_topk(Device::kCpu, logits, k, topk_ids, topk_weights, topk_probs));
   const int64_t t = logits.dim(0), e = logits.dim(1);
   int32_t* ids = topk_ids.data_as<int32_t>();
   float* wts = topk_weights.data_as<float>();
+  float* probs = topk_probs ? topk_probs->data_as<float>() : nullptr;
 #pragma omp parallel
   {
     std::vector<float> row(static_cast<size_t>(e));
@@ -37,6 +40,7 @@ Status router_topk(const Tensor& logits, int k, bool renormalize, Tensor& topk_i
         ids[r * k + j] = order[j];
         wts[r * k + j] = std::exp(row[order[j]] - m) / denom;
         kept += wts[r * k + j];
+        if (probs) probs[r * k + j] = wts[r * k + j];
       }
       if (renormalize)
         for (int j = 0; j < k; ++j) wts[r * k + j] /= kept;
@@ -45,13 +49,13 @@ Status router_topk(const Tensor& logits, int k, bool renormalize, Tensor& topk_i
   return Status::ok_status();
 }
 
-Status moe_assign(const Tensor& topk_ids, const Tensor& topk_weights, int num_experts,
+Status moe_assign(const Tensor& topk_ids, const Tensor& priority_weights, int num_experts,
                   int64_t capacity, DropPolicy policy, Tensor& dest_rows, Tensor& expert_offsets) {
-  SW_RETURN_IF_ERROR(validate_moe_assign(Device::kCpu, topk_ids, topk_weights, num_experts,
+  SW_RETURN_IF_ERROR(validate_moe_assign(Device::kCpu, topk_ids, priority_weights, num_experts,
                                          dest_rows, expert_offsets));
   const int64_t t = topk_ids.dim(0), k = topk_ids.dim(1);
   const int32_t* ids = topk_ids.data_as<int32_t>();
-  const float* w = topk_weights.data_as<float>();
+  const float* w = priority_weights.data_as<float>();
 
   // Priority scores use all k weights, including choices of other ranks' experts, so every
   // EP rank orders a token the same way; kPrioritySum adds them in float32 in choice order

@@ -47,8 +47,8 @@ Status attention_decode(const Tensor& q, const Tensor& k_cache, const Tensor& v_
                         const AttentionParams& params, Tensor& out);
 
 Status router_topk(const Tensor& logits, int k, bool renormalize, Tensor& topk_ids,
-                   Tensor& topk_weights);
-Status moe_assign(const Tensor& topk_ids, const Tensor& topk_weights, int num_experts,
+                   Tensor& topk_weights, Tensor* topk_probs);
+Status moe_assign(const Tensor& topk_ids, const Tensor& priority_weights, int num_experts,
                   int64_t capacity, DropPolicy policy, Tensor& dest_rows, Tensor& expert_offsets);
 Status moe_permute(const Tensor& x, const Tensor& dest_rows, Tensor& out);
 Status moe_unpermute(const Tensor& y, const Tensor& dest_rows, const Tensor& weights, Tensor& out);

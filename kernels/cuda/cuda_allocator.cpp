@@ -79,7 +79,11 @@ Result<std::shared_ptr<void>> CachingDeviceAllocator::allocate(size_t bytes) {
       ++pool_->stats.cache_hits;
     } else {
       cudaError_t err = cudaMalloc(&p, size);
-      if (err == cudaErrorMemoryAllocation) {
+      // Out of memory: give the cached blocks back and try once more, but never while a graph
+      // is being captured: cudaFree synchronises the device, which invalidates the capture
+      // (and the cached blocks may be parked for earlier graphs' replays anyway).
+      const bool release_and_retry = err == cudaErrorMemoryAllocation && !pool_->capturing;
+      if (release_and_retry) {
         (void)cudaGetLastError();
         (void)pool_->release_locked();  // cudaFree synchronises the device: safe to reuse
         err = cudaMalloc(&p, size);
@@ -87,8 +91,9 @@ Result<std::shared_ptr<void>> CachingDeviceAllocator::allocate(size_t bytes) {
       if (err != cudaSuccess) {
         (void)cudaGetLastError();
         return resource_exhausted(
-            "CUDA allocator: cudaMalloc of {} bytes failed: {} ({} bytes reserved, {} in use)",
-            size, cudaGetErrorString(err), pool_->stats.reserved_bytes, pool_->stats.in_use_bytes);
+            "CUDA allocator: cudaMalloc of {} bytes failed: {} ({} bytes reserved, {} in use{})",
+            size, cudaGetErrorString(err), pool_->stats.reserved_bytes, pool_->stats.in_use_bytes,
+            pool_->capturing ? "; cached blocks kept: a CUDA graph is being captured" : "");
       }
       ++pool_->stats.device_mallocs;
       pool_->stats.reserved_bytes += static_cast<int64_t>(size);

@@ -33,7 +33,9 @@ class CachingDeviceAllocator {
   CachingDeviceAllocator& operator=(const CachingDeviceAllocator&) = delete;
 
   // A block of at least `bytes` (256-byte aligned); freed into the cache when the last
-  // shared_ptr copy dies. bytes == 0 gives an empty pointer.
+  // shared_ptr copy dies. bytes == 0 gives an empty pointer. Out of device memory, the cached
+  // blocks go back to the driver and cudaMalloc is tried once more, except while a graph is
+  // being captured (cudaFree would invalidate the capture): then it fails at once.
   Result<std::shared_ptr<void>> allocate(size_t bytes);
   // Returns every cached (unused) block to the driver. Blocks in use are untouched.
   Status release_cached();

@@ -124,6 +124,7 @@ class CudaBackend final : public Backend {
       (void)cudaStreamSynchronize(stream_);
       gemm_.reset();
       workspace_.reset();
+      sample_scratch_.reset();
       (void)cudaStreamDestroy(stream_);
     }
   }
@@ -136,6 +137,8 @@ class CudaBackend final : public Backend {
     SW_RETURN_IF_ERROR(staging_.init(size_t{16} << 20));
     constexpr size_t kWorkspace = size_t{32} << 20;  // cuBLASLt's recommended size on Hopper
     SW_ASSIGN_OR_RETURN(workspace_, allocator_.allocate(kWorkspace));
+    // Allocated up front, so the start-up KV sizing (memory_info) already counts it.
+    SW_ASSIGN_OR_RETURN(sample_scratch_, allocator_.allocate(kSampleScratchBytes));
     gemm_ = std::make_unique<cuda::GemmRunner>();
     SW_RETURN_IF_ERROR(gemm_->init(stream_, workspace_.get(), kWorkspace));
     return Status::ok_status();
@@ -218,6 +221,11 @@ class CudaBackend final : public Backend {
   }
 
   Status synchronize() override {
+    // A stream sync inside cudaStreamBeginCapture/EndCapture invalidates the capture.
+    if (capturing_)
+      return invalid_argument(
+          "synchronize: the backend is capturing a CUDA graph (a stream sync would invalidate "
+          "the capture)");
     SW_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     return Status::ok_status();
   }
@@ -491,9 +499,10 @@ class CudaBackend final : public Backend {
 
   // ---- MoE ------------------------------------------------------------------------------------
   Status router_topk(const Tensor& logits, int k, bool renormalize, Tensor& topk_ids,
-                     Tensor& topk_weights) override {
+                     Tensor& topk_weights, Tensor* topk_probs) override {
     const char* op = "router_topk";
-    SW_RETURN_IF_ERROR(validate_router_topk(Device::kCuda, logits, k, topk_ids, topk_weights));
+    SW_RETURN_IF_ERROR(
+        validate_router_topk(Device::kCuda, logits, k, topk_ids, topk_weights, topk_probs));
     const int64_t t = logits.dim(0), e = logits.dim(1);
     SW_RETURN_IF_ERROR(check_int_range(op, "E", e));
     cuda::RouterTopkParams p;
@@ -501,6 +510,7 @@ class CudaBackend final : public Backend {
     p.logits_type = elem(logits.dtype());
     p.topk_ids = ptr<int32_t>(topk_ids);
     p.topk_weights = ptr<float>(topk_weights);
+    p.topk_probs = topk_probs ? ptr<float>(*topk_probs) : nullptr;
     p.tokens = t;
     p.experts = static_cast<int>(e);
     p.k = k;
@@ -509,11 +519,11 @@ class CudaBackend final : public Backend {
     return Status::ok_status();
   }
 
-  Status moe_assign(const Tensor& topk_ids, const Tensor& topk_weights, int num_experts,
+  Status moe_assign(const Tensor& topk_ids, const Tensor& priority_weights, int num_experts,
                     int64_t capacity, DropPolicy policy, Tensor& dest_rows,
                     Tensor& expert_offsets) override {
     const char* op = "moe_assign";
-    SW_RETURN_IF_ERROR(validate_moe_assign(Device::kCuda, topk_ids, topk_weights, num_experts,
+    SW_RETURN_IF_ERROR(validate_moe_assign(Device::kCuda, topk_ids, priority_weights, num_experts,
                                            dest_rows, expert_offsets));
     if (num_experts > cuda::kMoeAssignMaxExperts)
       return invalid_argument("moe_assign: num_experts={} exceeds the CUDA kernel's limit {}",
@@ -523,7 +533,7 @@ class CudaBackend final : public Backend {
     Tensor scratch = alloc({cuda::moe_assign_scratch_ints(t)}, DType::kI32);
     cuda::MoeAssignParams p;
     p.topk_ids = ptr<const int32_t>(topk_ids);
-    p.topk_weights = ptr<const float>(topk_weights);
+    p.priority_weights = ptr<const float>(priority_weights);
     p.dest_rows = ptr<int32_t>(dest_rows);
     p.expert_offsets = ptr<int32_t>(expert_offsets);
     p.scratch = ptr<int32_t>(scratch);
@@ -574,7 +584,7 @@ class CudaBackend final : public Backend {
 
   // ---- sampling -------------------------------------------------------------------------------
   // Row parameters go up through the staging ring (so sample() is not capturable); rows are
-  // processed in launches whose sort scratch stays under kMaxSampleScratch bytes.
+  // processed in launches whose sort scratch fits the backend's kSampleScratchBytes buffer.
   Status sample(const Tensor& logits, const std::vector<SamplingRow>& rows, Tensor& out) override {
     SW_RETURN_IF_ERROR(validate_sample(Device::kCuda, logits, rows, out));
     const int64_t b = logits.dim(0), v = logits.dim(1);
@@ -595,15 +605,22 @@ class CudaBackend final : public Backend {
     Tensor dev_params = alloc({param_bytes}, DType::kU8);
     Tensor host_params(host.data(), {param_bytes}, DType::kU8, Device::kCpu);
     SW_RETURN_IF_ERROR(copy(host_params, dev_params));
-    constexpr int64_t kMaxSampleScratch = int64_t{256} << 20;
+    // Temperature rows sort the whole row in scratch (16 bytes per logit): the launches reuse
+    // the backend's own bounded buffer (launches on one stream run in order), so the step
+    // workspace never holds S x V x 16 bytes. Rows past the buffer wait for the next launch.
     const int64_t row_bytes = cuda::sample_scratch_words(1, v) * 4;
-    const int64_t per_launch = std::max<int64_t>(1, kMaxSampleScratch / row_bytes);
+    int64_t per_launch = std::max<int64_t>(1, kSampleScratchBytes / row_bytes);
+    std::shared_ptr<void> oversized;  // one row larger than the buffer (a vocabulary > 8M)
+    void* scratch = sample_scratch_.get();
+    if (row_bytes > kSampleScratchBytes) {
+      per_launch = 1;
+      SW_ASSIGN_OR_RETURN(oversized, allocator_.allocate(static_cast<size_t>(row_bytes)));
+      scratch = oversized.get();
+    }
     for (int64_t r0 = 0; r0 < b; r0 += per_launch) {
       const int64_t n = std::min(per_launch, b - r0);
       bool any_random = false;
       for (int64_t i = r0; i < r0 + n; ++i) any_random |= rows[i].temperature > 0.f;
-      Tensor scratch;
-      if (any_random) scratch = alloc({cuda::sample_scratch_words(n, v)}, DType::kI32);
       cuda::SampleParams p;
       p.logits = ptr<const void>(logits, r0 * v);
       p.type = elem(logits.dtype());
@@ -611,7 +628,7 @@ class CudaBackend final : public Backend {
       p.vocab = v;
       p.row_params = ptr<const cuda::SampleRowParams>(dev_params) + r0;
       p.out = ptr<int32_t>(out, r0);
-      p.scratch = any_random ? ptr<uint32_t>(scratch) : nullptr;
+      p.scratch = any_random ? static_cast<uint32_t*>(scratch) : nullptr;
       SW_CUDA_RETURN_IF_ERROR(cuda::launch_sample(p, stream_));
     }
     return Status::ok_status();
@@ -692,6 +709,11 @@ class CudaBackend final : public Backend {
   cuda::CachingDeviceAllocator allocator_;
   StagingRing staging_;
   std::shared_ptr<void> workspace_;
+  // Sort scratch of temperature sampling, fixed at start-up: 128 MiB sorts 55 rows of a
+  // 151936-token vocabulary per launch (S = 256 rows: 5 launches). A top-k-first sampler
+  // would need far less.
+  static constexpr int64_t kSampleScratchBytes = int64_t{128} << 20;
+  std::shared_ptr<void> sample_scratch_;
   std::unique_ptr<cuda::GemmRunner> gemm_;
   bool capturing_ = false;
   std::vector<std::shared_ptr<void>> capture_storage_;

@@ -1,6 +1,7 @@
 // GemmRunner (see cuda_gemm.h). Row-major out = x @ w^T is column-major out^T = w^T-view @ x:
 // A = w stored [K x N] col-major (ld K) with op T, B = x stored [K x M] (ld K), C = D =
-// out [N x M] (ld N); the BIAS epilogue adds a length-N vector to every column of D.
+// out [N x M] (ld N); the BIAS epilogue adds a length-N vector to every column of D (only for a
+// 16-byte aligned bias; otherwise the bias kernel adds it after the GEMM).
 #include "kernels/cuda/cuda_gemm.h"
 
 #include "kernels/cuda/cuda_check.h"
@@ -66,6 +67,7 @@ Result<GemmRunner::Plan*> GemmRunner::plan_for(const Key& key) {
   }
   const auto [m, n, k, type_int, bias, accumulate, al_x, al_w, al_out, al_bias] = key;
   (void)accumulate;
+  (void)al_bias;  // part of the key only: a plan is reused for one bias alignment
   const cudaDataType_t t = data_type(static_cast<ElemType>(type_int));
   Plan plan;
   SW_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -92,7 +94,6 @@ Result<GemmRunner::Plan*> GemmRunner::plan_for(const Key& key) {
   const uint64_t ws = workspace_bytes_;
   const uint32_t aa = static_cast<uint32_t>(al_w), ab = static_cast<uint32_t>(al_x),
                  ac = static_cast<uint32_t>(al_out);
-  (void)al_bias;
   cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
   if (st == CUBLAS_STATUS_SUCCESS)
@@ -132,36 +133,42 @@ Status GemmRunner::run(const void* x, const void* w, void* out, const void* bias
     if (!accumulate)
       SW_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(m * n) * es, stream_));
   } else {
+    // The heuristic has no preference for the bias pointer's alignment, and the BIAS epilogue
+    // can refuse a bias view that is not 16-byte aligned at run time; such a bias is added by
+    // the epilogue kernel after a plain cuBLASLt GEMM instead.
+    const bool epilogue_bias = bias != nullptr && alignment_of(bias) >= kLtBiasAlignment;
     const Key key{m,
                   n,
                   k,
                   static_cast<int>(type),
-                  bias != nullptr,
+                  epilogue_bias,
                   accumulate,
                   alignment_of(x),
                   alignment_of(w),
                   alignment_of(out),
-                  bias ? alignment_of(bias) : 256};
+                  epilogue_bias ? alignment_of(bias) : 0};
     SW_ASSIGN_OR_RETURN(Plan * plan, plan_for(key));
     const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
     if (plan->has_algo) {
-      if (bias)
+      if (epilogue_bias)
         SW_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
             plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
       SW_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(lt_, plan->op, &alpha, w, plan->a, x, plan->b, &beta,
                                                out, plan->c, out, plan->c, &plan->algo, workspace_,
                                                workspace_bytes_, stream_));
       ++lt_calls_;
-      return Status::ok_status();
+      if (bias == nullptr || epilogue_bias) return Status::ok_status();
+    } else {
+      const cudaDataType_t t = data_type(type);
+      SW_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
+          blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+          static_cast<int>(k), &alpha, w, t, static_cast<int>(k), x, t, static_cast<int>(k), &beta,
+          out, t, static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      ++fallback_calls_;
     }
-    const cudaDataType_t t = data_type(type);
-    SW_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
-        blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-        static_cast<int>(k), &alpha, w, t, static_cast<int>(k), x, t, static_cast<int>(k), &beta,
-        out, t, static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    ++fallback_calls_;
   }
   if (bias) {
+    ++bias_kernel_calls_;
     BiasAddParams bp;
     bp.out = out;
     bp.out_type = type;

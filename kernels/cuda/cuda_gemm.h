@@ -1,7 +1,8 @@
 // GemmRunner: row-major out[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]) (+ out) on one stream,
-// through cuBLASLt (float32 accumulation and scale; bias via the BIAS epilogue) with plans
-// cached per shape and pointer alignment, falling back to cublasGemmEx + a bias kernel when
-// cuBLASLt offers no algorithm. float32 runs true FP32 (CUBLAS_COMPUTE_32F, never TF32).
+// through cuBLASLt (float32 accumulation and scale; a 16-byte aligned bias via the BIAS
+// epilogue, any other through a bias kernel) with plans cached per shape and pointer
+// alignment, falling back to cublasGemmEx + the bias kernel when cuBLASLt offers no algorithm.
+// float32 runs true FP32 (CUBLAS_COMPUTE_32F, never TF32).
 // Host code; add a dtype by mapping it in cuda_gemm.cpp's data_type().
 #pragma once
 
@@ -34,6 +35,11 @@ class GemmRunner {
 
   int64_t lt_calls() const { return lt_calls_; }
   int64_t fallback_calls() const { return fallback_calls_; }
+  int64_t bias_kernel_calls() const { return bias_kernel_calls_; }
+
+  // cuBLASLt's BIAS epilogue takes only a bias this aligned (bytes); others get the bias
+  // kernel after the GEMM.
+  static constexpr int kLtBiasAlignment = 16;
 
  private:
   struct Plan {
@@ -42,7 +48,7 @@ class GemmRunner {
     cublasLtMatmulAlgo_t algo{};
     bool has_algo = false;
   };
-  // (m, n, k, type, bias, accumulate, alignment of x, w, out, bias)
+  // (m, n, k, type, bias through the epilogue, accumulate, alignment of x, w, out, bias)
   using Key = std::tuple<int64_t, int64_t, int64_t, int, bool, bool, int, int, int, int>;
   Result<Plan*> plan_for(const Key& key);
 
@@ -52,7 +58,7 @@ class GemmRunner {
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   std::map<Key, Plan> plans_;
-  int64_t lt_calls_ = 0, fallback_calls_ = 0;
+  int64_t lt_calls_ = 0, fallback_calls_ = 0, bias_kernel_calls_ = 0;
 };
 
 }  // namespace sw::kernels::cuda

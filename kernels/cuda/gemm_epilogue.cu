@@ -1,4 +1,4 @@
-// GEMM fallback epilogue: out[m, n] += bias[n], grid-stride over the output.
+// GEMM bias epilogue kernel: out[m, n] += bias[n], grid-stride over the output.
 #include "kernels/cuda/gemm_epilogue.cuh"
 
 namespace sw::kernels::cuda {

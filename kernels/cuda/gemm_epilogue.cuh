@@ -1,5 +1,6 @@
-// Launcher for the GEMM fallback epilogue (used when cuBLASLt has no algorithm for a shape
-// and cublasGemmEx runs instead): out[m, n] += bias[n].
+// Launcher for the GEMM bias epilogue kernel, used when cuBLASLt's BIAS epilogue cannot be
+// (no algorithm for a shape, so cublasGemmEx runs; or a bias not 16-byte aligned):
+// out[m, n] += bias[n].
 #pragma once
 
 #include <cuda_runtime.h>

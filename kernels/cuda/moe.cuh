@@ -12,11 +12,13 @@ namespace sw::kernels::cuda {
 
 // logits [T, E] (logits_type) -> topk_ids int32 [T, k], topk_weights float32 [T, k]:
 // float32 softmax over E, the k largest logits (ties -> lower id), optionally renormalised.
+// topk_probs (optional, float32 [T, k]): the same probabilities before renormalisation.
 struct RouterTopkParams {
   const void* logits = nullptr;
   ElemType logits_type = ElemType::kF32;
   int32_t* topk_ids = nullptr;
   float* topk_weights = nullptr;
+  float* topk_probs = nullptr;
   int64_t tokens = 0;
   int experts = 0, k = 0;
   bool renormalize = false;
@@ -24,11 +26,12 @@ struct RouterTopkParams {
 cudaError_t launch_router_topk(const RouterTopkParams& p, cudaStream_t stream);
 
 // kernels/backend.h's moe_assign in one thread block (policy: 0 order, 1 priority max,
-// 2 priority sum). scratch: int32 scratch of moe_assign_scratch_ints(tokens) elements.
+// 2 priority sum, scored by priority_weights [T, k]). scratch: int32 scratch of
+// moe_assign_scratch_ints(tokens) elements.
 // Limits: num_experts <= kMoeAssignMaxExperts; tokens * k < 2^31.
 struct MoeAssignParams {
   const int32_t* topk_ids = nullptr;
-  const float* topk_weights = nullptr;
+  const float* priority_weights = nullptr;
   int32_t* dest_rows = nullptr;
   int32_t* expert_offsets = nullptr;
   int32_t* scratch = nullptr;

@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kSortThreads) moe_assign_kernel(MoeAssignParam
       // Same float32 operations in the same order as the CPU reference (ties must match).
       float s = p.policy == 1 ? -INFINITY : 0.f;
       for (int j = 0; j < k; ++j) {
-        const float w = p.topk_weights[static_cast<int64_t>(i) * k + j];
+        const float w = p.priority_weights[static_cast<int64_t>(i) * k + j];
         s = p.policy == 1 ? (s < w ? w : s) : s + w;
       }
       keys[i] = descending_key(s);

@@ -1,6 +1,7 @@
 // Router softmax-top-k: one warp per token. The k picks are k warp-wide argmax rounds, each
 // over the entries that come after the previous pick in (logit desc, id asc) order, so ties go
-// to the lower expert id with no marks to keep. Softmax and renormalisation in float32.
+// to the lower expert id with no marks to keep. Softmax and renormalisation in float32; the
+// probabilities before renormalisation optionally go to topk_probs too.
 #include <climits>
 
 #include "kernels/cuda/moe.cuh"
@@ -58,6 +59,7 @@ __global__ void router_topk_kernel(RouterTopkParams p) {
     if (lane == 0) {
       p.topk_ids[t * p.k + j] = bi;
       p.topk_weights[t * p.k + j] = w;
+      if (p.topk_probs) p.topk_probs[t * p.k + j] = w;
     }
   }
   if (p.renormalize && lane == 0)

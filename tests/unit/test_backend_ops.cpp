@@ -11,7 +11,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -28,6 +30,9 @@
 #include "common/rng.h"
 #include "common/tensor.h"
 #include "kernels/backend.h"
+#if SHARDWISE_TEST_CUDA
+#include "kernels/cuda/cuda_allocator.h"
+#endif
 
 namespace sw::kernels {
 namespace {
@@ -121,6 +126,20 @@ Tensor poison_host(const Shape& shape, DType dtype) {
 
 Tensor poisoned(Backend& be, const Shape& shape, DType dtype) {
   return upload(be, poison_host(shape, dtype));
+}
+
+// Uploads `host` into a buffer `offset` elements longer whose first elements are poison, and
+// returns the view that starts `offset` elements in: a pointer off every 16-byte boundary for
+// a small offset (a K cache or a bias carved from a bigger buffer). offset 0: plain upload.
+Tensor upload_at_offset(Backend& be, const Tensor& host, int64_t offset) {
+  if (offset == 0) return upload(be, host);
+  const int64_t n = host.numel();
+  Tensor padded = poison_host({n + offset}, host.dtype());
+  const size_t es = dtype_size(host.dtype());
+  std::memcpy(static_cast<char*>(padded.data()) + offset * es, host.data(), n * es);
+  Tensor dev = upload(be, padded);
+  return Tensor(static_cast<char*>(dev.data()) + offset * es, host.shape(), host.dtype(),
+                dev.device(), dev.storage());
 }
 
 std::vector<float> rand_floats(Rng& rng, int64_t n, float lo = -1.f, float hi = 1.f) {
@@ -251,9 +270,13 @@ uint64_t seed_of(const std::string& s) { return fnv1a64(s); }
 
 // ============================== GEMM ==========================================================
 
-void case_gemm(int64_t m, int64_t n, int64_t k, bool with_bias, bool accumulate, DType dt) {
+// bias_offset > 0: the bias is a view that many elements into its buffer (an odd offset puts
+// it off every 16-byte boundary, which cuBLASLt's BIAS epilogue does not take).
+void case_gemm(int64_t m, int64_t n, int64_t k, bool with_bias, bool accumulate, DType dt,
+               int64_t bias_offset = 0) {
   std::string shape =
       fmt::format("M{}_N{}_K{}{}{}", m, n, k, with_bias ? "_bias" : "", accumulate ? "_acc" : "");
+  if (bias_offset > 0) shape += fmt::format("_biasview+{}", bias_offset);
   add_case(Op::kGemm, shape, dt, [=](Backend& be) {
     Rng rng(seed_of(shape));
     F64 x, w, b, c0;
@@ -269,11 +292,55 @@ void case_gemm(int64_t m, int64_t n, int64_t k, bool with_bias, bool accumulate,
         for (int64_t p = 0; p < k; ++p) s += x[i * k + p] * w[j * k + p];
         want[i * n + j] = s;
       }
-    Tensor dx = upload(be, hx), dw = upload(be, hw), db = upload(be, hb);
+    Tensor dx = upload(be, hx), dw = upload(be, hw), db = upload_at_offset(be, hb, bias_offset);
     Tensor dout = accumulate ? upload(be, hc) : poisoned(be, {m, n}, dt);
     SW_ASSERT_OK(be.gemm(dx, dw, dout, with_bias ? &db : nullptr, accumulate));
     // K up to 5125 of O(1) terms: float32 accumulation order alone gives ~1e-7 relative.
     expect_nmse(download(be, dout), want, tol_for(dt, 1e-10), "out");
+  });
+}
+
+// Uniform [-1, 1) from a counter hash (splitmix64): fills hundreds of millions of values in
+// about a second, where the distribution objects above would take many.
+float hash_uniform(uint64_t seed, uint64_t i) {
+  uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return static_cast<float>(static_cast<double>(z >> 40) * 0x1p-23 - 1.0);
+}
+
+// The LM head of a decode step: out[1, V] = x[1, K] @ w[V, K]^T + bias, bf16, with a vocabulary
+// of Qwen's size (311M weights). The weights stay bf16 on the host; the float64 reference
+// widens them one at a time instead of keeping a 2.5 GB copy.
+void case_gemm_vocab(int64_t m, int64_t n, int64_t k, int64_t bias_offset) {
+  const DType dt = DType::kBF16;
+  std::string shape = fmt::format("M{}_N{}_K{}_bias_biasview+{}", m, n, k, bias_offset);
+  add_case(Op::kGemm, shape, dt, [=](Backend& be) {
+    Rng rng(seed_of(shape));
+    F64 x, b;
+    Tensor hx = host_floats(rand_floats(rng, m * k), {m, k}, dt, &x);
+    Tensor hb = host_floats(rand_floats(rng, n), {n}, dt, &b);
+    Tensor hw = Tensor::uninitialized({n, k}, dt);
+    uint16_t* wbits = hw.data_as<uint16_t>();
+    const uint64_t wseed = seed_of(shape + "/w");
+    for (int64_t i = 0; i < n * k; ++i) wbits[i] = float_to_bf16_bits(hash_uniform(wseed, i));
+    F64 want(static_cast<size_t>(m * n));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double s = b[j];
+        const uint16_t* wr = wbits + j * k;
+        for (int64_t p = 0; p < k; ++p) s += x[i * k + p] * bf16_bits_to_float(wr[p]);
+        want[i * n + j] = s;
+      }
+    Tensor dout = poisoned(be, {m, n}, dt);
+    {
+      Tensor dw = upload(be, hw);
+      hw = Tensor();  // the host copy goes before the backend widens its own
+      const Tensor db = upload_at_offset(be, hb, bias_offset);
+      SW_ASSERT_OK(be.gemm(upload(be, hx), dw, dout, &db));
+    }
+    expect_nmse(download(be, dout), want, tol_for(dt), "out");
   });
 }
 
@@ -380,19 +447,23 @@ F64 ref_rope(const F64& x, const std::vector<int32_t>& pos, const std::vector<fl
   return out;
 }
 
+// Positions drawn from [pos_lo, pos_hi]; the first token sits at pos_lo and the last at
+// pos_hi (long contexts: angles of 10^5 rad need a correct range reduction in sin/cos).
 void case_rope(int64_t t, int64_t hq, int64_t hk, int64_t d, int64_t rot, RopeLayout layout,
-               DType dt) {
+               DType dt, int32_t pos_lo = 0, int32_t pos_hi = 8191) {
   std::string shape = fmt::format("T{}_Hq{}_Hk{}_D{}_rot{}_{}", t, hq, hk, d, rot,
                                   layout == RopeLayout::kNeox ? "neox" : "interleaved");
+  if (pos_lo != 0 || pos_hi != 8191) shape += fmt::format("_pos{}-{}", pos_lo, pos_hi);
   add_case(Op::kRope, shape, dt, [=](Backend& be) {
     Rng rng(seed_of(shape));
     F64 q, k;
     Tensor hq_t = host_floats(rand_floats(rng, t * hq * d), {t, hq, d}, dt, &q);
     Tensor hk_t = host_floats(rand_floats(rng, t * hk * d), {t, hk, d}, dt, &k);
     std::vector<int32_t> pos(static_cast<size_t>(t));
-    std::uniform_int_distribution<int32_t> pdist(0, 8191);
+    std::uniform_int_distribution<int32_t> pdist(pos_lo, pos_hi);
     for (auto& p : pos) p = pdist(rng);
-    if (t > 0) pos[0] = 0;
+    if (t > 0) pos[0] = pos_lo;
+    if (t > 1) pos[t - 1] = pos_hi;
     std::vector<float> inv_freq(static_cast<size_t>(rot / 2));
     for (int64_t i = 0; i < rot / 2; ++i)
       inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / static_cast<double>(rot)));
@@ -401,7 +472,7 @@ void case_rope(int64_t t, int64_t hq, int64_t hk, int64_t d, int64_t rot, RopeLa
     Tensor dq = upload(be, hq_t), dk = upload(be, hk_t);
     SW_ASSERT_OK(be.rope(dq, dk, upload(be, Tensor::from_ints(pos, {t})),
                          upload(be, Tensor::from_floats(inv_freq, {rot / 2})), layout));
-    // Angles up to 8191 rad: cosf/sinf of float32 arguments differ from float64 in ~1e-7.
+    // Angles up to pos_hi rad: cosf/sinf of float32 arguments differ from float64 in ~1e-7.
     expect_nmse(download(be, dq), want_q, tol_for(dt, 1e-9), "q");
     expect_nmse(download(be, dk), want_k, tol_for(dt, 1e-9), "k");
   });
@@ -415,8 +486,11 @@ struct PagedLayout {
 };
 
 // Gives every sequence ceil(len / block_size) distinct blocks drawn from a shuffled pool
-// (plus spare blocks nobody owns), so block ids are non-contiguous.
-PagedLayout make_layout(const std::vector<int32_t>& lens, int64_t block_size, Rng& rng) {
+// (plus spare blocks nobody owns), so block ids are non-contiguous. The table is at least
+// `min_width` blocks wide (a graph-mode table sized for the longest sequence the model
+// takes, with -1 past each sequence's blocks).
+PagedLayout make_layout(const std::vector<int32_t>& lens, int64_t block_size, Rng& rng,
+                        int64_t min_width = 1) {
   PagedLayout l;
   l.block_size = block_size;
   int64_t total = 0;
@@ -425,7 +499,7 @@ PagedLayout make_layout(const std::vector<int32_t>& lens, int64_t block_size, Rn
     l.max_blocks = std::max(l.max_blocks, blocks);
     total += blocks;
   }
-  l.max_blocks = std::max<int64_t>(l.max_blocks, 1);
+  l.max_blocks = std::max<int64_t>(l.max_blocks, min_width);
   l.num_blocks = total + 3;
   std::vector<int32_t> pool(static_cast<size_t>(l.num_blocks));
   std::iota(pool.begin(), pool.end(), 0);
@@ -444,9 +518,12 @@ int64_t cache_offset(const PagedLayout& l, size_t seq, int64_t pos, int64_t hk, 
   return ((block * l.block_size + pos % l.block_size) * hk + kvh) * d;
 }
 
-// Reference attention of one query row over cache positions [0, n) of sequence `seq`.
+// Reference attention of one query row over cache positions [0, n) of sequence `seq`; zeros
+// when n == 0 (a sequence with no context attends to nothing).
 void ref_attend(const double* q, const F64& kc, const F64& vc, const PagedLayout& l, size_t seq,
                 int64_t n, int64_t hk, int64_t kvh, int64_t d, double scale, double* out) {
+  for (int64_t i = 0; i < d; ++i) out[i] = 0;
+  if (n == 0) return;
   F64 s(static_cast<size_t>(n));
   double m = -std::numeric_limits<double>::infinity();
   for (int64_t p = 0; p < n; ++p) {
@@ -457,7 +534,6 @@ void ref_attend(const double* q, const F64& kc, const F64& vc, const PagedLayout
     m = std::max(m, s[p]);
   }
   double denom = 0;
-  for (int64_t i = 0; i < d; ++i) out[i] = 0;
   for (int64_t p = 0; p < n; ++p) {
     const double e = std::exp(s[p] - m);
     denom += e;
@@ -471,11 +547,18 @@ struct AttnShape {
   int64_t hq, hk, d, block_size;
 };
 
+// "1-17-64", or "64x1" / "64vals_sum2016" for long lists (names stay readable).
+std::string list_name(const std::vector<int32_t>& v) {
+  if (v.size() <= 8) return fmt::format("{}", fmt::join(v, "-"));
+  if (std::all_of(v.begin(), v.end(), [&](int32_t x) { return x == v[0]; }))
+    return fmt::format("{}x{}", v.size(), v[0]);
+  return fmt::format("{}vals_sum{}", v.size(), std::accumulate(v.begin(), v.end(), int64_t{0}));
+}
+
 std::string attn_name(const AttnShape& a, const std::vector<int32_t>& q_lens,
                       const std::vector<int32_t>& ctx) {
-  std::string s = fmt::format("Hq{}_Hk{}_D{}_bs{}_q-{}_ctx-{}", a.hq, a.hk, a.d, a.block_size,
-                              fmt::join(q_lens, "-"), fmt::join(ctx, "-"));
-  return s;
+  return fmt::format("Hq{}_Hk{}_D{}_bs{}_q-{}_ctx-{}", a.hq, a.hk, a.d, a.block_size,
+                     list_name(q_lens), list_name(ctx));
 }
 
 // Prefill: sequence b has ctx[b] cached tokens already and q_lens[b] new ones.
@@ -522,12 +605,20 @@ void case_attention_prefill(const AttnShape& a, const std::vector<int32_t>& q_le
   });
 }
 
-void case_attention_decode(const AttnShape& a, const std::vector<int32_t>& lens, DType dt) {
+// table_width: block-table width (0: as wide as the longest sequence needs); k_offset: the K
+// cache is a view that many elements into its buffer (upload_at_offset).
+void case_attention_decode(const AttnShape& a, const std::vector<int32_t>& lens, DType dt,
+                           int64_t table_width = 0, int64_t k_offset = 0) {
   std::string shape = attn_name(a, std::vector<int32_t>(lens.size(), 1), lens);
+  if (table_width > 0) shape += fmt::format("_table{}", table_width);
+  if (k_offset > 0) shape += fmt::format("_kview+{}", k_offset);
   add_case(Op::kAttentionDecode, shape, dt, [=](Backend& be) {
     Rng rng(seed_of(shape));
     const int64_t b = static_cast<int64_t>(lens.size());
-    PagedLayout l = make_layout(lens, a.block_size, rng);
+    PagedLayout l = make_layout(lens, a.block_size, rng, std::max<int64_t>(table_width, 1));
+    if (table_width > 0) {
+      ASSERT_EQ(l.max_blocks, table_width);
+    }
     const Shape cache_shape{l.num_blocks, a.block_size, a.hk, a.d};
     const int64_t cache_n = shape_numel(cache_shape);
     F64 q, kc, vc;
@@ -546,7 +637,8 @@ void case_attention_decode(const AttnShape& a, const std::vector<int32_t>& lens,
     AttentionParams params;
     params.scale = static_cast<float>(scale);
     SW_ASSERT_OK(be.attention_decode(
-        upload(be, hq), upload(be, hkc), upload(be, hvc), upload(be, Tensor::from_ints(lens, {b})),
+        upload(be, hq), upload_at_offset(be, hkc, k_offset), upload(be, hvc),
+        upload(be, Tensor::from_ints(lens, {b})),
         upload(be, Tensor::from_ints(l.block_tables, {b, l.max_blocks})), params, dout));
     expect_nmse(download(be, dout), want, tol_for(dt, 1e-10), "out");
   });
@@ -956,6 +1048,88 @@ void case_sample_distribution(int64_t n, float temperature, int32_t top_k, float
   });
 }
 
+// Reference draw at a full vocabulary: the documented procedure in float64 (top-k by
+// descending logit, ties to the lower id; top-p cut; inverse CDF at u * mass). `ambiguous`
+// when the float32 procedure could land elsewhere: the draw or the top-p threshold within
+// 1e-5 of the mass of a boundary between two tokens.
+struct RefDraw {
+  int32_t token = -1;
+  bool ambiguous = false;
+};
+
+RefDraw ref_draw_topk(const float* logits, int64_t v, const SamplingRow& cfg) {
+  const int64_t n_k = cfg.top_k > 0 ? std::min<int64_t>(cfg.top_k, v) : v;
+  std::vector<int32_t> idx(static_cast<size_t>(v));
+  std::iota(idx.begin(), idx.end(), 0);
+  std::partial_sort(idx.begin(), idx.begin() + n_k, idx.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  const double t = cfg.temperature, m = logits[idx[0]] / t;
+  F64 c(static_cast<size_t>(n_k));
+  double run = 0;
+  for (int64_t r = 0; r < n_k; ++r) c[r] = (run += std::exp(logits[idx[r]] / t - m));
+  RefDraw d;
+  const double eps = 1e-5 * run;
+  int64_t n = n_k;
+  if (cfg.top_p < 1.f) {
+    const double threshold = static_cast<double>(cfg.top_p) * run;
+    n = 1;
+    while (n < n_k && c[n - 1] < threshold) ++n;
+    for (int64_t r = 0; r < n_k; ++r) d.ambiguous |= std::abs(c[r] - threshold) < eps;
+  }
+  const double target = static_cast<double>(philox_uniform(cfg.seed, cfg.offset, 0)) * c[n - 1];
+  int64_t r = 0;
+  while (r < n - 1 && c[r] < target) ++r;
+  for (int64_t i = 0; i < n; ++i) d.ambiguous |= std::abs(c[i] - target) < eps;
+  d.token = idx[r];
+  return d;
+}
+
+// Sampling at a real vocabulary (V = 151936) with top-k and top-p, more rows than one CUDA
+// launch sorts (55 per launch there), inside a step workspace: the sort scratch must not be
+// carved from it (S x V x 16 bytes would be 155 MB here). Prints the time of the call.
+void case_sample_vocab(int64_t b, int64_t v, float temperature, int32_t top_k, float top_p) {
+  std::string shape = fmt::format("vocab_B{}_V{}_temp{}_k{}_p{}", b, v, temperature, top_k, top_p);
+  add_case(Op::kSample, shape, DType::kF32, [=](Backend& be) {
+    Rng rng(seed_of(shape));
+    std::vector<float> raw = rand_floats(rng, b * v, -4.f, 4.f);
+    // Every third row is peaked: three ids far above the rest, so top-p cuts inside top-k.
+    for (int64_t i = 0; i < b; i += 3)
+      for (int64_t c = 0; c < 3; ++c) raw[i * v + (i * 7919 + c * 104729) % v] += 6.f + c;
+    Tensor hl = host_floats(raw, {b, v}, DType::kF32);
+    std::vector<SamplingRow> rows(static_cast<size_t>(b));
+    for (int64_t i = 0; i < b; ++i)
+      rows[i] = SamplingRow{temperature, top_k, top_p, 1000 + static_cast<uint64_t>(i), 17};
+    Tensor dl = upload(be, hl);
+    Tensor dout = poisoned(be, {b}, DType::kI32);
+    SW_ASSERT_OK(be.synchronize());
+    Workspace ws;
+    std::vector<int32_t> got;
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      WorkspaceScope scope(be, &ws);
+      SW_ASSERT_OK(be.sample(dl, rows, dout));
+      got = ints_of(download(be, dout));
+    }
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("[sample] %s on %s: %.2f ms for %lld rows\n", shape.c_str(), be.name().c_str(), ms,
+                static_cast<long long>(b));
+    ::testing::Test::RecordProperty("sample_ms_" + be.name(), std::to_string(ms));
+    EXPECT_LE(ws.high_water_bytes(), int64_t{1} << 20)
+        << "sample carved its scratch from the step workspace";
+    int64_t ambiguous = 0;
+    std::vector<int32_t> want;
+    for (int64_t i = 0; i < b; ++i) {
+      const RefDraw d = ref_draw_topk(raw.data() + i * v, v, rows[i]);
+      ambiguous += d.ambiguous;
+      want.push_back(d.ambiguous ? got[i] : d.token);
+    }
+    EXPECT_LE(ambiguous, b / 8) << "too few rows left to check";
+    expect_exact(got, want, "tokens (rows within rounding of a boundary excepted)");
+  });
+}
+
 // ============================== embedding / add / convert =====================================
 
 void case_embedding(int64_t t, int64_t v, int64_t h, int64_t vocab_offset, DType dt) {
@@ -1058,11 +1232,17 @@ void build_cases() {
     case_gemm(769, 96, 80, true, false, dt);
     case_gemm(7, 5125, 80, false, false, dt);
     case_gemm(3, 40, 5125, true, true, dt);
+    // Bias views at odd element offsets (never 16-byte aligned): the bias kernel's path.
+    case_gemm(7, 33, 129, true, false, dt, 1);
+    case_gemm(5, 1000, 64, true, true, dt, 3);
 
     case_grouped_gemm({3, 0, 5, 1}, 2, 33, 129, dt);
     case_grouped_gemm({0, 0, 0}, 4, 16, 24, dt);
     case_grouped_gemm({0, 7, 0, 0, 1}, 0, 80, 64, dt);
     case_grouped_gemm({200, 0, 97, 150, 1, 0, 300, 21}, 5, 96, 72, dt);
+    // Qwen3-30B-A3B's gate/up shape (K 2048: the 16-byte main loop) and K 2050 (odd rows).
+    case_grouped_gemm({3, 0, 5, 2}, 2, 1536, 2048, dt);
+    case_grouped_gemm({2, 1, 0, 3}, 1, 72, 2050, dt);
 
     for (int64_t t : {0, 1, 7, 769}) case_rms_norm(t, 80, false, dt);
     case_rms_norm(7, 5125, true, dt);
@@ -1079,6 +1259,7 @@ void build_cases() {
       case_rope(7, 12, 3, 128, 128, layout, dt);
       case_rope(7, 20, 5, 80, 32, layout, dt);  // partial rotary: dims 32..79 untouched
       case_rope(769, 6, 2, 64, 64, layout, dt);
+      case_rope(33, 8, 2, 128, 128, layout, dt, 40960, 131072);  // long-context positions
     }
 
     case_kv_cache_write(1, 2, 64, 16, dt);
@@ -1093,12 +1274,32 @@ void build_cases() {
     case_attention_prefill({24, 3, 128, 16}, {5, 0, 9, 1}, {3, 17, 0, 33}, dt);
     case_attention_prefill({20, 5, 64, 8}, {0, 0}, {4, 9}, dt);
     case_attention_prefill({6, 2, 64, 16}, {500, 269}, {0, 37}, dt);
+    // D 256: the only prefill configuration past 48 KB of shared memory (the opt-in).
+    case_attention_prefill({8, 2, 256, 16}, {40, 7}, {0, 33}, dt);
+    // 40 queries on 1000 cached tokens (a chunked prefill's later chunk).
+    case_attention_prefill({8, 2, 128, 16}, {40}, {1000}, dt);
+    // 64 sequences of one new token each over different contexts (decode through prefill).
+    {
+      std::vector<int32_t> ones(64, 1), ctx(64);
+      for (int i = 0; i < 64; ++i) ctx[i] = (i * 37) % 101;
+      case_attention_prefill({8, 2, 64, 16}, ones, ctx, dt);
+    }
 
     // Decode: context 1 and contexts spanning several blocks.
     case_attention_decode({6, 6, 64, 16}, {1}, dt);
     case_attention_decode({12, 3, 80, 16}, {1, 17, 64, 100, 33}, dt);
     case_attention_decode({24, 3, 128, 16}, {48, 1, 7}, dt);
     case_attention_decode({20, 20, 64, 8}, {769}, dt);
+    // A sequence with no context (zeros), one of 1, one past 4096 (many splits).
+    case_attention_decode({8, 2, 64, 16}, {0, 1, 4097}, dt);
+    // Groups of 16 query heads per KV head (two full chunks of 8 in the CUDA kernel), and
+    // groups of 12 (a partial second chunk).
+    case_attention_decode({32, 2, 128, 16}, {37, 300}, dt);
+    case_attention_decode({24, 2, 128, 16}, {1, 129, 700}, dt);
+    // D 256 (the kernels' largest head_dim), and a K cache view 2 elements into its buffer
+    // (no 16-byte K loads possible).
+    case_attention_decode({8, 2, 256, 16}, {5, 300}, dt);
+    case_attention_decode({8, 2, 128, 16}, {33, 250}, dt, 0, 2);
 
     case_router_topk(1, 8, 2, true, false, dt);
     case_router_topk(7, 60, 4, false, false, dt);
@@ -1167,6 +1368,19 @@ void build_cases() {
                        {-1, 1, 0, 2}, {0, 1, 2, 3});
   case_moe_assign_hand("zero_tokens", 0, 2, 4, {}, {}, 5, DropPolicy::kPrioritySum, {},
                        {0, 0, 0, 0, 0});
+  // Qwen3-30B-A3B routing of a 4096-token prefill (E 128, k 8), and E 512.
+  for (DropPolicy p : {DropPolicy::kOrder, DropPolicy::kPriorityMax, DropPolicy::kPrioritySum}) {
+    case_moe_assign_random(4096, 8, 128, 128, 320, p);  // ceil(1.25 * k * T / E)
+    case_moe_assign_random(4096, 8, 128, 128, -1, p);
+    case_moe_assign_random(4096, 8, 512, 512, 80, p);
+  }
+  // Decode attention as a graph step sees it: Llama-3-8B's heads (Hq 32 / Hk 8, D 128) over
+  // one sequence of 1000 tokens in a table 2560 blocks wide (40960 positions), so the splits
+  // are planned from the table width and most of them find no positions.
+  case_attention_decode({32, 8, 128, 16}, {1000}, DType::kBF16, 2560);
+  case_gemm_vocab(1, 151936, 2048, 1);
+  case_sample_vocab(64, 151936, 0.7f, 50, 0.9f);
+
   for (DropPolicy p : {DropPolicy::kOrder, DropPolicy::kPriorityMax, DropPolicy::kPrioritySum}) {
     case_moe_assign_random(769, 2, 8, 8, 50, p);    // heavy dropping
     case_moe_assign_random(769, 2, 8, 8, 241, p);   // ceil(1.25 * k * T / E)
@@ -1304,6 +1518,97 @@ TEST_P(BackendGraphs, SamplingIsRefusedWhileCapturing) {
   be.clear_graphs();
 }
 
+TEST_P(BackendGraphs, SynchronizeIsRefusedWhileCapturing) {
+  const auto& [kind, dt] = GetParam();
+  BackendSlot& slot = backend_for(kind);
+  if (!slot.backend) GTEST_SKIP() << slot.skip_reason;
+  Backend& be = *slot.backend;
+  if (!be.supports_graphs()) GTEST_SKIP() << be.name() << " has no graphs";
+  Tensor x = poisoned(be, {4, 8}, dt);
+  SW_ASSERT_OK(be.begin_graph_capture());
+  const Status synced = be.synchronize();
+  const Status added = be.add(x, x);  // the capture is still usable after the refusal
+  SW_ASSERT_OK(be.end_graph_capture(7003));
+  EXPECT_EQ(synced.code(), StatusCode::kInvalidArgument) << synced.to_string();
+  EXPECT_NE(synced.message().find("captur"), std::string::npos) << synced.message();
+  EXPECT_TRUE(added.ok()) << added.to_string();
+  SW_ASSERT_OK(be.synchronize());  // and allowed again once the capture has ended
+  be.clear_graphs();
+}
+
+// The device-offset grouped GEMM at MoE shapes, captured once and replayed with new offsets:
+// Qwen3-30B-A3B's gate/up (N 1536, K 2048: the 16-byte main loop), K 2050 (rows not 16-byte
+// aligned: the scalar loads and the tail), and 128 experts with 0-20 rows each (N 40: a
+// partial second column tile).
+struct CapturedGroupedShape {
+  int64_t e, n, k;
+  std::vector<std::vector<int32_t>> offsets;  // one expert-offset table per replay
+};
+
+std::vector<int32_t> random_offsets(Rng& rng, int64_t e, int max_rows) {
+  std::uniform_int_distribution<int> rows(0, max_rows);
+  std::vector<int32_t> offs(static_cast<size_t>(e + 1), 0);
+  for (int64_t i = 0; i < e; ++i) offs[i + 1] = offs[i] + rows(rng);
+  return offs;
+}
+
+TEST_P(BackendGraphs, GroupedGemmAtMoeShapesReplays) {
+  const auto& [kind, dt] = GetParam();
+  BackendSlot& slot = backend_for(kind);
+  if (!slot.backend) GTEST_SKIP() << slot.skip_reason;
+  Backend& be = *slot.backend;
+  if (!be.supports_graphs()) GTEST_SKIP() << be.name() << " has no graphs";
+  Rng rng(seed_of(fmt::format("graphs-moe/{}", short_dtype(dt))));
+  std::vector<CapturedGroupedShape> shapes = {
+      {4, 1536, 2048, {{0, 3, 3, 8, 10}, {0, 1, 5, 6, 13}}},
+      {4, 96, 2050, {{0, 2, 9, 9, 13}, {0, 0, 0, 0, 13}}},
+      {128, 40, 2048, {random_offsets(rng, 128, 20), random_offsets(rng, 128, 20)}},
+  };
+  for (auto& o : shapes[2].offsets)  // a few experts with no rows for certain
+    for (int64_t i = 0; i < 128; i += 9) {
+      const int32_t rows_i = o[i + 1] - o[i];
+      for (int64_t j = i + 1; j <= 128; ++j) o[j] -= rows_i;
+    }
+  for (const CapturedGroupedShape& sh : shapes) {
+    SCOPED_TRACE(fmt::format("E{} N{} K{} on {}", sh.e, sh.n, sh.k, be.name()));
+    int64_t r = 0;
+    for (const auto& o : sh.offsets) r = std::max<int64_t>(r, o.back() + 2);
+    F64 w;
+    Tensor dw =
+        upload(be, host_floats(rand_floats(rng, sh.e * sh.n * sh.k), {sh.e, sh.n, sh.k}, dt, &w));
+    Tensor dx = poisoned(be, {r, sh.k}, dt), doffs = poisoned(be, {sh.e + 1}, DType::kI32);
+    Tensor dy = poisoned(be, {r, sh.n}, dt);
+    const int64_t key = 7100 + sh.k;
+    SW_ASSERT_OK(be.begin_graph_capture());
+    const Status st = be.grouped_gemm(dx, dw, doffs, dy);
+    SW_ASSERT_OK(be.end_graph_capture(key));
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    for (const auto& offs : sh.offsets) {
+      F64 x;
+      rewrite(be, host_floats(rand_floats(rng, r * sh.k), {r, sh.k}, dt, &x), dx);
+      rewrite(be, Tensor::from_ints(offs, {sh.e + 1}), doffs);
+      rewrite(be, poison_host({r, sh.n}, dt), dy);
+      SW_ASSERT_OK(be.replay_graph(key));
+      const int64_t used = offs[sh.e];
+      F64 want(static_cast<size_t>(used * sh.n));
+      for (int64_t ex = 0; ex < sh.e; ++ex)
+        for (int64_t row = offs[ex]; row < offs[ex + 1]; ++row)
+          for (int64_t j = 0; j < sh.n; ++j) {
+            double acc = 0;
+            const double* xr = &x[row * sh.k];
+            const double* wr = &w[(ex * sh.n + j) * sh.k];
+            for (int64_t p = 0; p < sh.k; ++p) acc += xr[p] * wr[p];
+            want[row * sh.n + j] = acc;
+          }
+      Tensor y = download(be, dy);
+      expect_nmse(y.rows(0, used), want, tol_for(dt, 1e-10), "rows < offsets[E]");
+      expect_bits_equal(y.rows(used, r), poison_host({r - used, sh.n}, dt),
+                        "rows past offsets[E] must be untouched");
+    }
+    be.clear_graphs();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(All, BackendGraphs,
                          ::testing::Combine(::testing::Values(std::string("cpu-graphs"),
                                                               std::string("cuda")),
@@ -1313,6 +1618,34 @@ INSTANTIATE_TEST_SUITE_P(All, BackendGraphs,
                                               std::get<0>(info.param) == "cuda" ? "cuda" : "cpu",
                                               short_dtype(std::get<1>(info.param)));
                          });
+
+#if SHARDWISE_TEST_CUDA
+// The caching allocator out of device memory: outside a capture it gives its cached blocks
+// back and retries; while a graph is being captured it must fail at once and keep them
+// (cudaFree would invalidate the capture). Runs the allocator alone on device 0.
+TEST(CudaAllocator, OutOfMemoryWhileCapturingKeepsTheCache) {
+  if (cuda_device_count() <= 0) GTEST_SKIP() << "no CUDA device: cuda_device_count() == 0";
+  cuda::CachingDeviceAllocator a;
+  {
+    auto block = a.allocate(size_t{4} << 20);
+    ASSERT_TRUE(block.ok()) << block.status().to_string();
+  }  // back in the cache
+  const int64_t cached = a.stats().reserved_bytes;
+  ASSERT_GE(cached, int64_t{4} << 20);
+  const size_t too_big = size_t{1} << 50;  // 1 PiB: no device has it
+  a.begin_capture();
+  auto during = a.allocate(too_big);
+  (void)a.end_capture();
+  ASSERT_FALSE(during.ok());
+  EXPECT_EQ(during.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(during.status().message().find("captured"), std::string::npos)
+      << during.status().message();
+  EXPECT_EQ(a.stats().reserved_bytes, cached) << "cached blocks were freed while capturing";
+  auto after = a.allocate(too_big);
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(a.stats().reserved_bytes, 0) << "outside a capture the cache is released first";
+}
+#endif
 
 // The case table itself covers every op in kernels::Op, so a new op cannot go untested.
 TEST(BackendOpsTable, CoversEveryOp) {

@@ -10,7 +10,9 @@
 #include <sstream>
 
 #include "common/npy.h"
+#include "kernels/backend.h"
 #include "model/safetensors.h"
+#include "tests/unit/test_paths.h"
 
 namespace sw {
 namespace {
@@ -21,7 +23,7 @@ struct CliRun {
 };
 
 CliRun run(const std::string& args) {
-  std::string cmd = std::string(SHARDWISE_CLI) + " " + args + " 2>&1";
+  std::string cmd = testing_paths::cli() + " " + args + " 2>&1";
   CliRun r;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -59,7 +61,7 @@ TEST(Cli, GenerateIsReproducibleAndPrintsJson) {
 // profile step give the tokens of the default eager run with a cache sized to the prompts.
 TEST(Cli, DecodeGraphsAndMemorySizedKvCacheGiveTheSameTokens) {
   const std::string args = std::string("generate --model tiny-moe --load-format dummy --prompts ") +
-                           SHARDWISE_SOURCE_DIR + "/launch/prompts/sample.jsonl" +
+                           testing_paths::source_dir() + "/launch/prompts/sample.jsonl" +
                            " --max-new-tokens 10 --ignore-eos --json --seed 5";
   CliRun eager = run(args);
   CliRun graphed = run(args + " --graph-max-batch 8 --gpu-memory-utilization 0.02");
@@ -82,6 +84,44 @@ TEST(Cli, DecodeGraphsAndMemorySizedKvCacheGiveTheSameTokens) {
   CliRun tiny = run(args + " --gpu-memory-utilization 0.000001");
   EXPECT_NE(tiny.exit_code, 0);
   EXPECT_NE(tiny.out.find("gpu_memory_utilization"), std::string::npos) << tiny.out;
+}
+
+// output_ids of every JSON line of a generate run, in order.
+std::vector<nlohmann::json> output_ids_of(const CliRun& r) {
+  std::vector<nlohmann::json> ids;
+  std::istringstream lines(r.out);
+  for (std::string l; std::getline(lines, l);)
+    if (!l.empty() && l[0] == '{') ids.push_back(nlohmann::json::parse(l)["output_ids"]);
+  return ids;
+}
+
+// On a GPU: decode steps replayed from CUDA graphs (the default there) give the tokens of
+// eager decode steps. float32 for the comparison: a graph's grouped GEMM is a different
+// kernel from the eager per-expert cuBLAS calls, so bfloat16 logits may differ in rounding
+// (bfloat16 must still run through graphs and produce every token).
+TEST(CliCuda, DecodeGraphsGiveTheEagerTokens) {
+  if (kernels::cuda_device_count() <= 0) GTEST_SKIP() << "no CUDA device: cuda_device_count() == 0";
+  for (const char* model : {"tiny-moe", "tiny-dense"}) {
+    SCOPED_TRACE(model);
+    const std::string base = std::string("generate --device cuda --load-format dummy --model ") +
+                             model + " --prompts " + testing_paths::source_dir() +
+                             "/launch/prompts/sample.jsonl --max-new-tokens 12 --ignore-eos " +
+                             "--json --seed 5";
+    CliRun eager = run(base + " --graph-max-batch 0");
+    CliRun graphed = run(base);
+    ASSERT_EQ(eager.exit_code, 0) << eager.out;
+    ASSERT_EQ(graphed.exit_code, 0) << graphed.out;
+    EXPECT_EQ(graphed.out.find("graphs off"), std::string::npos) << graphed.out;
+    const auto want = output_ids_of(eager), got = output_ids_of(graphed);
+    ASSERT_EQ(want.size(), 4u) << eager.out;
+    EXPECT_EQ(got, want);
+    CliRun bf16 = run(base + " --dtype bfloat16");
+    ASSERT_EQ(bf16.exit_code, 0) << bf16.out;
+    const auto b = output_ids_of(bf16);
+    ASSERT_EQ(b.size(), 4u) << bf16.out;
+    EXPECT_EQ(b[0].size(), 12u);
+    EXPECT_EQ(b[2].size(), 8u);  // the prompt's own max_new_tokens
+  }
 }
 
 TEST(Cli, PromptsFileGivesOneJsonLinePerPrompt) {
@@ -124,7 +164,7 @@ TEST(Cli, BadRequestIsRejectedAndTheOthersAreServed) {
 }
 
 TEST(Cli, DumpLogitsMatchesTransformers) {
-  const std::string dir = std::string(SHARDWISE_FIXTURES_DIR) + "/hf/llama";
+  const std::string dir = testing_paths::fixtures_dir() + "/hf/llama";
   std::ifstream in(dir + "/reference.json");
   auto ref = nlohmann::json::parse(in)["cases"][1];
   std::string ids;
@@ -159,7 +199,7 @@ TEST(Cli, BadInputGivesAClearErrorAndNonZeroExit) {
   struct Case {
     std::string args, needle;
   };
-  const std::string dir = std::string(SHARDWISE_FIXTURES_DIR) + "/hf/llama";
+  const std::string dir = testing_paths::fixtures_dir() + "/hf/llama";
   for (const Case& c : std::vector<Case>{
            {"generate --model no-such-model --prompt-ids 1", "unknown model 'no-such-model'"},
            {"generate --model tiny-moe --prompt-ids 1,x,3",

@@ -52,6 +52,7 @@ TEST(ClusterConfig, NamedExamplesHaveTheirShapes) {
   EXPECT_EQ(ep->pools[0].dp, 2);
   EXPECT_DOUBLE_EQ(*ep->moe.capacity_factor, 1.25);
   EXPECT_EQ(ep->moe.drop_policy, kernels::DropPolicy::kPriorityMax);
+  EXPECT_EQ(ep->moe.priority_score, moe::PriorityScore::kRouter);
   auto dis = load_cluster_config((dir / "disaggregated.yaml").string());
   ASSERT_TRUE(dis.ok()) << dis.status().message();
   ASSERT_EQ(dis->pools.size(), 2u);
@@ -75,6 +76,7 @@ TEST(ClusterConfig, DefaultsWhenKeysAreLeftOut) {
   EXPECT_EQ(c->pools[0].moe, MoeMode::kEp);
   EXPECT_FALSE(c->moe.capacity_factor.has_value());
   EXPECT_EQ(c->moe.drop_policy, kernels::DropPolicy::kOrder);
+  EXPECT_EQ(c->moe.priority_score, moe::PriorityScore::kRouter);
   EXPECT_EQ(c->world_size(), 2);
   EXPECT_EQ(c->comm.backend, comm::CommBackend::kAuto);
 }
@@ -98,7 +100,7 @@ cluster:
 pools:
   prefill: {instances: 2, tp: 2, pp: 2, dp: 1, moe: tp}
   decode: {tp: 1, dp: 4}
-moe: {capacity_factor: 2, drop_policy: priority, priority: sum}
+moe: {capacity_factor: 2, drop_policy: priority, priority: sum, priority_score: combine}
 )",
                                 "cluster.yaml");
   ASSERT_TRUE(c.ok()) << c.status().message();
@@ -132,6 +134,7 @@ moe: {capacity_factor: 2, drop_policy: priority, priority: sum}
   EXPECT_EQ(c->world_size(), 13);
   EXPECT_DOUBLE_EQ(*c->moe.capacity_factor, 2.0);
   EXPECT_EQ(c->moe.drop_policy, kernels::DropPolicy::kPrioritySum);
+  EXPECT_EQ(c->moe.priority_score, moe::PriorityScore::kCombine);
 }
 
 TEST(ClusterConfig, EnvironmentOverridesTheFile) {
@@ -193,6 +196,13 @@ TEST(ClusterConfigErrors, BadEnumValueListsTheChoices) {
   EXPECT_NE(error_of(std::string(kMinimal) + "moe: {priority: sum}\n")
                 .find("key 'moe.priority': only meaningful with drop_policy: priority"),
             std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "moe: {priority_score: combine}\n")
+                .find("key 'moe.priority_score': only meaningful with drop_policy: priority"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(std::string(kMinimal) + "moe: {drop_policy: priority, priority_score: logits}\n")
+          .find("key 'moe.priority_score': expected one of router, combine, got \"logits\""),
+      std::string::npos);
   EXPECT_NE(error_of(std::string(kMinimal) + "cluster: {control_endpoint: \"http://x\"}\n")
                 .find("cluster.yaml: cluster.control_endpoint"),
             std::string::npos);

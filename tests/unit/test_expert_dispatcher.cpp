@@ -1,7 +1,9 @@
 // ExpertDispatcher on loopback groups (S threads in one process): DeepEP-style provenance
 // (every received row carries its sender rank and token index and must sit under the expert
 // it chose), EP MoE FFN == single-rank moe_ffn (dropless and per-source-rank capacity),
-// ranks with zero tokens, and flat vs hierarchical all-to-all giving bitwise-equal outputs.
+// batch-priority scores (router probabilities or combine weights) against the float64
+// reference in tests/unit/moe_reference.h, ranks with zero tokens, and flat vs hierarchical
+// all-to-all giving bitwise-equal outputs.
 // Add a case: a new tokens-per-rank table or node layout in the parameter lists below.
 #include <fmt/ranges.h>
 #include <gtest/gtest.h>
@@ -19,6 +21,7 @@
 #include "comm/loopback.h"
 #include "moe/capacity.h"
 #include "moe/expert_dispatcher.h"
+#include "tests/unit/moe_reference.h"
 
 namespace sw::moe {
 namespace {
@@ -332,6 +335,119 @@ INSTANTIATE_TEST_SUITE_P(
                       FfnCase{{17, 0, 30}, 6, 1.0, DropPolicy::kPrioritySum},
                       FfnCase{{17, 0, 30, 9}, 8, 0.6, DropPolicy::kPriorityMax},
                       FfnCase{{17, 0, 30, 9}, 8, 1.25, DropPolicy::kOrder}));
+
+// ---- batch-priority scores under EP vs the float64 reference ------------------------------
+
+// Two ranks route the README's worked example (8 tokens, E = 4, k = 2, C = 0.5: capacity 2
+// per source rank); rank 1 sees the tokens in reverse. x = log p and an identity router give
+// the example's router probabilities. Each rank's output must match the naive reference
+// (tests/unit/moe_reference.h) for its own tokens under priority_score router and combine,
+// and the two scores must drop different tokens (so the option reaches moe_assign).
+struct EpScoreCase {
+  DropPolicy policy;
+  PriorityScore score;
+  testing_ref::RefPolicy ref;
+};
+
+void PrintTo(const EpScoreCase& c, std::ostream* os) {
+  *os << policy_name(c.policy) << " priority_score " << priority_score_name(c.score);
+}
+
+class EpPriorityScore : public ::testing::TestWithParam<EpScoreCase> {};
+
+TEST_P(EpPriorityScore, MatchesTheReferencePerSourceRank) {
+  const EpScoreCase sc = GetParam();
+  const int S = 2, E = 4, El = E / S, k = 2;
+  const int64_t T = 8, H = 4, I = 6;
+  // Router probabilities by expert (rows sum to 1), top-2 distinct by a margin of 0.01.
+  const float p[T][E] = {{0.52f, 0.40f, 0.04f, 0.04f}, {0.45f, 0.18f, 0.19f, 0.18f},
+                         {0.28f, 0.60f, 0.06f, 0.06f}, {0.48f, 0.03f, 0.02f, 0.47f},
+                         {0.05f, 0.10f, 0.80f, 0.05f}, {0.70f, 0.09f, 0.09f, 0.12f},
+                         {0.02f, 0.02f, 0.46f, 0.50f}, {0.16f, 0.75f, 0.05f, 0.04f}};
+  Model m = make_model(41, E, H, I);
+  std::vector<float> eye(E * H, 0.f);
+  for (int e = 0; e < E; ++e) eye[e * H + e] = 1.f;
+  m.router = Tensor::from_floats(eye, {E, H});
+  std::vector<std::vector<float>> xs(S);
+  for (int64_t t = 0; t < T; ++t)
+    for (int e = 0; e < E; ++e) {
+      xs[0].push_back(std::log(p[t][e]));
+      xs[1].push_back(std::log(p[T - 1 - t][e]));
+    }
+  std::vector<std::vector<float>> outs(S);
+  auto st = comm::run_loopback(S, loopback_options(), [&](Communicator& c) -> Status {
+    auto b = kernels::make_cpu_backend(1);
+    SW_ASSIGN_OR_RETURN(auto disp, ExpertDispatcher::create(*b, c, E, AllToAllAlgorithm::kFlat));
+    const int me = c.rank();
+    MoeOptions o;
+    o.top_k = k;
+    o.renormalize = true;
+    o.capacity = expert_capacity(0.5, k, T, E);
+    o.policy = sc.policy;
+    o.priority_score = sc.score;
+    Tensor out = Tensor::empty({T, H}, DType::kF32);
+    SW_RETURN_IF_ERROR(disp->moe_ffn_ep(Tensor::from_floats(xs[me], {T, H}), m.router,
+                                        m.gate_up.rows(me * El, (me + 1) * El),
+                                        m.down.rows(me * El, (me + 1) * El), o, out));
+    outs[me] = out.to_floats();
+    return c.barrier();
+  });
+  expect_all_ok(st);
+  const std::vector<float> gu = m.gate_up.to_floats(), dn = m.down.to_floats();
+  std::vector<std::vector<int32_t>> kept(S);
+  for (int r = 0; r < S; ++r) {
+    const std::vector<double> x64(xs[r].begin(), xs[r].end());
+    const testing_ref::RefRouting ref = testing_ref::ref_route(x64, T, E, k, true, 2, sc.ref);
+    kept[r] = ref.kept;
+    const std::vector<double> want =
+        testing_ref::ref_moe_ffn(x64, T, H, I, std::vector<double>(gu.begin(), gu.end()),
+                                 std::vector<double>(dn.begin(), dn.end()), ref, k);
+    EXPECT_LE(rel_l2(outs[r], std::vector<float>(want.begin(), want.end())), 1e-5) << "rank " << r;
+    int64_t kept_count = 0;
+    for (int32_t v : ref.kept) kept_count += v;
+    EXPECT_EQ(kept_count, 8) << "every slot of every expert is taken";
+  }
+  // The two ranks see the same tokens in opposite orders: identical routing decisions per
+  // token under a priority policy (scores break no ties here), but not under order.
+  std::vector<int32_t> back(kept[1].size());
+  for (int64_t t = 0; t < T; ++t)
+    for (int j = 0; j < k; ++j) back[t * k + j] = kept[1][(T - 1 - t) * k + j];
+  if (sc.policy == DropPolicy::kOrder) {
+    EXPECT_NE(back, kept[0]);
+  } else {
+    EXPECT_EQ(back, kept[0]);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    ReadmeWorkedExample, EpPriorityScore,
+    ::testing::Values(EpScoreCase{DropPolicy::kOrder, PriorityScore::kRouter,
+                                  testing_ref::RefPolicy::kOrder},
+                      EpScoreCase{DropPolicy::kPriorityMax, PriorityScore::kRouter,
+                                  testing_ref::RefPolicy::kRouterMax},
+                      EpScoreCase{DropPolicy::kPrioritySum, PriorityScore::kRouter,
+                                  testing_ref::RefPolicy::kRouterSum},
+                      EpScoreCase{DropPolicy::kPriorityMax, PriorityScore::kCombine,
+                                  testing_ref::RefPolicy::kCombineMax}),
+    [](const ::testing::TestParamInfo<EpScoreCase>& info) {
+      const EpScoreCase& c = info.param;
+      return std::string(policy_name(c.policy)) + "_" + priority_score_name(c.score);
+    });
+
+// The router and combine scores keep different assignments on the example (rank 0's view):
+// an option that never reached moe_assign would make these equal.
+TEST(EpPriorityScoreExample, RouterAndCombineDropDifferentTokens) {
+  std::vector<double> logits;
+  const float p[8][4] = {{0.52f, 0.40f, 0.04f, 0.04f}, {0.45f, 0.18f, 0.19f, 0.18f},
+                         {0.28f, 0.60f, 0.06f, 0.06f}, {0.48f, 0.03f, 0.02f, 0.47f},
+                         {0.05f, 0.10f, 0.80f, 0.05f}, {0.70f, 0.09f, 0.09f, 0.12f},
+                         {0.02f, 0.02f, 0.46f, 0.50f}, {0.16f, 0.75f, 0.05f, 0.04f}};
+  for (const auto& row : p)
+    for (float v : row) logits.push_back(std::log(static_cast<double>(v)));
+  EXPECT_NE(
+      testing_ref::ref_route(logits, 8, 4, 2, true, 2, testing_ref::RefPolicy::kRouterMax).kept,
+      testing_ref::ref_route(logits, 8, 4, 2, true, 2, testing_ref::RefPolicy::kCombineMax).kept);
+}
 
 // ---- flat vs hierarchical ------------------------------------------------------------------
 

@@ -7,6 +7,7 @@
 
 #include "engine_test_util.h"
 #include "model/safetensors.h"
+#include "tests/unit/test_paths.h"
 
 namespace sw {
 namespace {
@@ -14,7 +15,7 @@ namespace {
 class HfFixtureTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfFixtureTest, LogitsAndGreedyTokensMatchTransformers) {
-  const std::string dir = std::string(SHARDWISE_FIXTURES_DIR) + "/hf/" + GetParam();
+  const std::string dir = testing_paths::fixtures_dir() + "/hf/" + GetParam();
   auto config = model::load_model_config(dir);
   ASSERT_TRUE(config.ok()) << config.status().to_string();
   auto source = model::open_weight_source(*config, dir, model::LoadFormat::kSafetensors);
@@ -56,7 +57,7 @@ TEST_P(HfFixtureTest, LogitsAndGreedyTokensMatchTransformers) {
 // bfloat16 gives logits within bfloat16 tolerance of the float32 reference. Skips without a GPU.
 TEST_P(HfFixtureTest, CudaMatchesCpu) {
   if (kernels::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: cuda_device_count() == 0";
-  const std::string dir = std::string(SHARDWISE_FIXTURES_DIR) + "/hf/" + GetParam();
+  const std::string dir = testing_paths::fixtures_dir() + "/hf/" + GetParam();
   auto config = model::load_model_config(dir);
   ASSERT_TRUE(config.ok()) << config.status().to_string();
   auto source = model::open_weight_source(*config, dir, model::LoadFormat::kSafetensors);
