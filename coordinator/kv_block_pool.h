@@ -28,7 +28,9 @@ class KvBlockPool {
   // Blocks needed for `num_tokens` more tokens of a sequence (0 for an unknown one = new).
   int64_t blocks_needed(int64_t seq_id, int64_t num_tokens) const;
   // Blocks a new sequence of `num_tokens` tokens takes.
-  int64_t blocks_for(int64_t num_tokens) const { return (num_tokens + block_size_ - 1) / block_size_; }
+  int64_t blocks_for(int64_t num_tokens) const {
+    return (num_tokens + block_size_ - 1) / block_size_;
+  }
 
   Status add_sequence(int64_t seq_id);
   // Grows the sequence to hold `num_tokens` more tokens. On failure nothing changes and the

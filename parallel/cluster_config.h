@@ -52,7 +52,7 @@ struct RuntimeSection {
 };
 
 struct SchedulerSection {
-  std::string policy = "decode_priority";  // decode_priority | fcfs (coordinator/scheduler.h)
+  std::string policy = "decode_priority";    // decode_priority | fcfs (coordinator/scheduler.h)
   int64_t long_prefill_token_threshold = 0;  // most tokens of one prefill chunk; 0: no cap
 };
 
