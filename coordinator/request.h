@@ -80,6 +80,7 @@ struct Request {
   std::vector<Clock::time_point> token_times;  // one per output token
 
   int64_t num_prompt() const { return static_cast<int64_t>(spec.prompt_ids.size()); }
+  bool is_decoding() const { return state == RequestState::kDecoding; }
   // The prompt (and what was generated before a preemption) is cached; the last token is fed
   // one step at a time.
   bool is_decode_ready() const { return num_cached == static_cast<int64_t>(tokens.size()) - 1; }

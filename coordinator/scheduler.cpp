@@ -15,7 +15,7 @@ class DecodePriorityPolicy final : public SchedulerPolicy {
  public:
   std::vector<Request*> order(const std::vector<Request*>& running) const override {
     std::vector<Request*> out = running;
-    std::stable_partition(out.begin(), out.end(), [](Request* r) { return r->is_decode_ready(); });
+    std::stable_partition(out.begin(), out.end(), [](Request* r) { return r->is_decoding(); });
     return out;
   }
 };

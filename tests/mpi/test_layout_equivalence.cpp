@@ -1,6 +1,7 @@
 // Layout equivalence: `mpirun -np N shardwise generate --config F` over tensor, pipeline,
-// data and expert parallel layouts must give the single-process logits (float32, dropless)
-// within 1e-5 of the logit scale and the same greedy tokens. The CI subset runs by default;
+// data and expert parallel layouts, and over several instances of a mixed pool, must give the
+// single-process logits (float32, dropless) within 1e-5 of the logit scale and the same
+// greedy tokens. The CI subset runs by default;
 // SHARDWISE_LAYOUT_MATRIX=full (tests/mpi/layout_matrix.sh) runs the whole matrix.
 #include <gtest/gtest.h>
 
@@ -26,14 +27,15 @@ struct Layout {
   std::string moe = "ep";
   std::string all_to_all = "flat";
   int ranks_per_node = 0;
-  int world() const { return 1 + tp * pp * dp; }
+  int instances = 1;  // replicas in the mixed pool
+  int world() const { return 1 + instances * tp * pp * dp; }
   std::string name() const {
     std::string m = model.substr(model.find_last_of('/') + 1);
     for (char& c : m)
       if (c == '-' || c == '/' || c == '.') c = '_';
-    return m + "_tp" + std::to_string(tp) + "_pp" + std::to_string(pp) + "_dp" +
-           std::to_string(dp) + "_" + moe + "_" + all_to_all + "_rpn" +
-           std::to_string(ranks_per_node);
+    return m + (instances > 1 ? "_x" + std::to_string(instances) : "") + "_tp" +
+           std::to_string(tp) + "_pp" + std::to_string(pp) + "_dp" + std::to_string(dp) + "_" +
+           moe + "_" + all_to_all + "_rpn" + std::to_string(ranks_per_node);
   }
 };
 
@@ -80,6 +82,11 @@ std::vector<std::string> json_lines(const std::string& text) {
   return out;
 }
 
+// Weights: a folder with only config.json (tests/fixtures/configs) takes dummy weights.
+std::string load_format(const std::string& model) {
+  return model.find("/configs/") != std::string::npos ? "dummy" : "auto";
+}
+
 // Single-process reference per model, computed once.
 const Output& reference(const std::string& model) {
   static std::map<std::string, Output> cache;
@@ -88,9 +95,9 @@ const Output& reference(const std::string& model) {
   fs::path dir = work_dir() / ("ref_" + std::to_string(cache.size()));
   fs::create_directories(dir);
   std::ofstream(dir / "prompts.jsonl") << kPrompts;
-  Output o =
-      run(std::string(SHARDWISE_CLI) + " generate --model " + model +
-          common_args(dir / "prompts.jsonl") + " --dump-logits " + (dir / "logits.npy").string());
+  Output o = run(std::string(SHARDWISE_CLI) + " generate --model " + model + " --load-format " +
+                 load_format(model) + common_args(dir / "prompts.jsonl") + " --dump-logits " +
+                 (dir / "logits.npy").string());
   o.text += "\n#dir " + dir.string();
   return cache.emplace(model, o).first->second;
 }
@@ -107,13 +114,14 @@ TEST_P(LayoutTest, PartitionedLogitsEqualSingleProcess) {
   fs::create_directories(dir);
   std::ofstream(dir / "prompts.jsonl") << kPrompts;
   std::ofstream(dir / "cluster.yaml")
-      << "model: {path: \"" << l.model << "\", load_format: auto, dtype: float32}\n"
+      << "model: {path: \"" << l.model << "\", load_format: " << load_format(l.model)
+      << ", dtype: float32}\n"
       << "runtime: {device: cpu, kv_block_size: 4, max_num_seqs: 4, "
          "max_num_batched_tokens: 9, max_model_len: 64}\n"
       << "cluster: {ranks_per_node: " << l.ranks_per_node << ", all_to_all: " << l.all_to_all
       << ", timeout_s: 120, control_endpoint: \"tcp://127.0.0.1:*\"}\n"
-      << "pools: {mixed: {tp: " << l.tp << ", pp: " << l.pp << ", dp: " << l.dp
-      << ", moe: " << l.moe << "}}\n"
+      << "pools: {mixed: {instances: " << l.instances << ", tp: " << l.tp << ", pp: " << l.pp
+      << ", dp: " << l.dp << ", moe: " << l.moe << "}}\n"
       << "moe: {capacity_factor: null}\n";
   const std::string cmd = std::string(SHARDWISE_MPIEXEC) +
                           " --allow-run-as-root --oversubscribe -np " + std::to_string(l.world()) +
@@ -161,13 +169,22 @@ std::vector<Layout> layouts() {
           for (int dp : {1, 2})
             for (const char* moe : {"ep", "tp"}) {
               if (std::string(model) == "tiny-dense" && std::string(moe) == "tp") continue;
-              out.push_back({model, tp, pp, dp, moe, a2a[k % 2], rpn[k % 3]});
+              // Two replicas where the world stays small enough for one machine.
+              const int instances = tp * pp * dp <= 4 && k % 2 == 1 ? 2 : 1;
+              out.push_back({model, tp, pp, dp, moe, a2a[k % 2], rpn[k % 3], instances});
               ++k;
             }
     return out;
   }
   const std::string hf = std::string(SHARDWISE_FIXTURES_DIR) + "/hf/";
+  const std::string vocab1023 = std::string(SHARDWISE_FIXTURES_DIR) + "/configs/tiny-moe-vocab1023";
   return {
+      // Two replicas of tp 2: requests spread by the router, each instance its own ranks.
+      {"tiny-moe", 2, 1, 1, "ep", "flat", 0, 2},
+      {"tiny-dense", 1, 2, 1, "ep", "flat", 2, 2},
+      // Vocab 1023 at tp 2: slices of 512 and 511 rows in the embedding and LM head gather.
+      {vocab1023, 2, 1, 1, "ep", "flat", 0},
+      {vocab1023, 2, 2, 1, "tp", "hierarchical", 2},
       {"tiny-moe", 2, 2, 1, "ep", "hierarchical", 2},  // TP + PP + EP across emulated nodes
       {"tiny-moe", 1, 3, 1, "ep", "flat", 0},          // pp 3 over 4 layers
       {"tiny-moe", 2, 1, 2, "ep", "hierarchical", 2},  // EP over dp groups, uneven nodes

@@ -1,0 +1,161 @@
+// Load through a real cluster: `mpirun -np N engine_load_test --config F` starts the cluster
+// file's job (coordinator + worker ranks, ZeroMQ control, MPI data plane) and on rank 0 sends
+// --requests requests of random lengths (some longer than a prefill chunk) arriving over time
+// as a Poisson process. The cluster's KV pools are small enough to force preemption. Every
+// request must end with exactly the tokens the same request gets from a single-process engine
+// with room for everything, streamed once each (none lost or duplicated), and every KV pool
+// must be empty at the end. Exit code 0 on success; the failures are printed otherwise.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "common/logging.h"
+#include "coordinator/cluster_job.h"
+#include "coordinator/local_engine.h"
+
+namespace sw {
+namespace {
+
+using coordinator::Engine;
+using coordinator::RequestSpec;
+
+std::vector<RequestSpec> make_requests(int n, uint64_t seed, int64_t vocab, int max_prompt,
+                                       int max_new) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> prompt_len(1, max_prompt), new_len(1, max_new);
+  std::uniform_int_distribution<int32_t> token(1, static_cast<int32_t>(vocab - 1));
+  std::vector<RequestSpec> out(static_cast<size_t>(n));
+  for (RequestSpec& r : out) {
+    r.prompt_ids.resize(static_cast<size_t>(prompt_len(rng)));
+    for (int32_t& t : r.prompt_ids) t = token(rng);
+    r.max_new_tokens = new_len(rng);
+    r.ignore_eos = true;  // exact lengths: a lost or extra token shows
+  }
+  return out;
+}
+
+// Greedy outputs of every request from one process with a KV cache that holds them all.
+Result<std::vector<std::vector<int32_t>>> reference(const worker::ClusterRuntime& rt,
+                                                    const std::vector<RequestSpec>& requests) {
+  coordinator::LocalEngineOptions o;
+  o.model = rt.cluster.model.path;
+  o.load_format = rt.cluster.model.load_format;
+  o.dtype = rt.cluster.model.dtype;
+  o.dummy_seed = rt.cluster.model.dummy_seed;
+  o.threads = 1;
+  o.kv_block_size = rt.cluster.runtime.kv_block_size;
+  o.engine.scheduler.max_num_seqs = 256;
+  o.engine.scheduler.max_num_batched_tokens = 2048;
+  int64_t blocks = 0;
+  for (const auto& r : requests)
+    blocks += (static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens + o.kv_block_size) /
+              o.kv_block_size;
+  o.num_kv_blocks = blocks;
+  SW_ASSIGN_OR_RETURN(auto local, coordinator::LocalEngine::create(o));
+  Engine& e = local->engine();
+  std::vector<int64_t> ids;
+  for (const auto& r : requests) {
+    SW_ASSIGN_OR_RETURN(int64_t id, e.add(r));
+    ids.push_back(id);
+  }
+  while (e.has_unfinished()) SW_RETURN_IF_ERROR(e.step().status());
+  std::vector<std::vector<int32_t>> out;
+  for (int64_t id : ids) out.push_back(e.request(id)->output_ids);
+  return out;
+}
+
+Status drive(Engine& engine, const std::vector<RequestSpec>& requests,
+             const std::vector<std::vector<int32_t>>& want, double rate, uint64_t seed) {
+  std::mt19937_64 rng(seed + 1);
+  std::exponential_distribution<double> gap(rate);
+  const auto t0 = std::chrono::steady_clock::now();
+  double next_arrival = 0;
+  std::vector<int64_t> ids;
+  std::map<int64_t, std::vector<int32_t>> streamed;
+  std::map<int64_t, int> ended;
+  while (ids.size() < requests.size() || engine.has_unfinished()) {
+    const double now = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    while (ids.size() < requests.size() && next_arrival <= now) {
+      SW_ASSIGN_OR_RETURN(int64_t id, engine.add(requests[ids.size()]));
+      ids.push_back(id);
+      next_arrival += gap(rng);
+    }
+    SW_ASSIGN_OR_RETURN(auto outs, engine.step(0.002));
+    for (const auto& o : outs) {
+      auto& s = streamed[o.id];
+      s.insert(s.end(), o.new_tokens.begin(), o.new_tokens.end());
+      if (o.finished()) ++ended[o.id];
+    }
+  }
+  SW_RETURN_IF_ERROR(engine.health());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  int wrong = 0;
+  int64_t preemptions = 0, tokens = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const coordinator::Request* r = engine.request(ids[i]);
+    std::string why;
+    if (r->state != coordinator::RequestState::kFinished)
+      why = fmt::format("state {} ({})", coordinator::request_state_name(r->state), r->error);
+    else if (r->output_ids != want[i])
+      why = fmt::format("tokens [{}] but one process gives [{}]", fmt::join(r->output_ids, " "),
+                        fmt::join(want[i], " "));
+    else if (streamed[ids[i]] != r->output_ids)
+      why = fmt::format("streamed [{}] for output [{}]", fmt::join(streamed[ids[i]], " "),
+                        fmt::join(r->output_ids, " "));
+    else if (ended[ids[i]] != 1)
+      why = fmt::format("reported finished {} times", ended[ids[i]]);
+    if (!why.empty() && wrong++ < 10) std::fprintf(stderr, "request %zu: %s\n", i, why.c_str());
+    preemptions += r->num_preemptions;
+    tokens += static_cast<int64_t>(r->output_ids.size());
+  }
+  const auto& kv = engine.scheduler().kv();
+  std::printf(
+      "engine_load_test: %zu requests, %ld output tokens in %.1f s over %d instance(s), %ld "
+      "preemption(s), %d wrong\n",
+      ids.size(), static_cast<long>(tokens), seconds, kv.num_instances(),
+      static_cast<long>(preemptions), wrong);
+  if (wrong > 0)
+    return internal_error("{} of {} requests did not get their tokens", wrong, ids.size());
+  if (!kv.all_free() || !kv.check_invariants().ok())
+    return internal_error("KV blocks are still held after every request ended");
+  if (preemptions == 0)
+    return internal_error("no preemption: the config's KV pools are meant to force some");
+  return Status();
+}
+
+}  // namespace
+}  // namespace sw
+
+int main(int argc, char** argv) {
+  CLI::App app{"1000 requests over time through a cluster with tight KV pools"};
+  std::string config;
+  int requests = 1000;
+  double rate = 250;
+  uint64_t seed = 7;
+  app.add_option("--config", config, "Cluster YAML")->required();
+  app.add_option("--requests", requests, "Requests to send")->capture_default_str();
+  app.add_option("--rate", rate, "Mean arrivals per second (Poisson)")->capture_default_str();
+  app.add_option("--seed", seed, "Seed of lengths, tokens and arrival times")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  sw::init_logging("warn");
+  std::vector<sw::coordinator::RequestSpec> specs;
+  std::vector<std::vector<int32_t>> want;
+  sw::coordinator::ClusterJobOptions jo;
+  // The reference runs before the workers connect: once they have, the coordinator must keep
+  // answering their heartbeats.
+  jo.prepare = [&](const sw::worker::ClusterRuntime& rt) -> sw::Result<int64_t> {
+    specs = sw::make_requests(requests, seed, rt.model.vocab_size, 48, 16);
+    SW_ASSIGN_OR_RETURN(want, sw::reference(rt, specs));
+    return int64_t{0};
+  };
+  return sw::coordinator::run_cluster_job(
+      config, jo, [&](sw::coordinator::Engine& engine, const sw::worker::ClusterRuntime&) {
+        return sw::drive(engine, specs, want, rate, seed);
+      });
+}
