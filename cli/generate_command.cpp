@@ -149,7 +149,10 @@ Status emit_results(const GenerateArgs& a, const std::vector<Outcome>& outcomes,
   }
   std::cout.flush();
   const auto& sched = engine.scheduler().stats();
-  const double wall_ms = ms_between(engine.stats().started, Clock::now());
+  Clock::time_point first = Clock::now();  // the first request's arrival: what the run took
+  for (const Outcome& o : outcomes)
+    if (o.request) first = std::min(first, o.request->arrival);
+  const double wall_ms = ms_between(first, Clock::now());
   spdlog::info(
       "{} request(s), {} prompt + {} generated tokens in {} steps, {:.1f} ms ({:.1f} tok/s), {} "
       "preemption(s)",

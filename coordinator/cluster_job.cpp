@@ -16,11 +16,18 @@
 
 namespace sw::coordinator {
 
-std::vector<int64_t> instance_kv_blocks(const parallel::Plan& plan,
-                                        const parallel::RuntimeSection& runtime, int64_t cap) {
+Result<std::vector<int64_t>> instance_kv_blocks(const parallel::Plan& plan,
+                                                const parallel::RuntimeSection& runtime,
+                                                int64_t cap) {
   std::vector<int64_t> blocks(static_cast<size_t>(parallel::num_instances(plan.pools)), INT64_MAX);
   for (const parallel::RankPlan& rp : plan.ranks) {
     if (rp.coord.coordinator) continue;
+    if (runtime.num_kv_blocks > rp.kv_blocks)
+      return resource_exhausted(
+          "runtime.num_kv_blocks {} exceeds the {} blocks that fit rank {} after its weights "
+          "and activations (runtime.device_memory_gib x gpu_memory_utilization); lower it or "
+          "raise the memory",
+          runtime.num_kv_blocks, rp.kv_blocks, rp.rank);
     int64_t& b = blocks[static_cast<size_t>(
         parallel::instance_index(plan.pools, rp.coord.pool, rp.coord.instance))];
     b = std::min(b, runtime.num_kv_blocks > 0 ? runtime.num_kv_blocks : rp.kv_blocks);
@@ -149,7 +156,7 @@ Status run_job(const std::string& config_path, const ClusterJobOptions& opts,
       if (opts.prepare) {
         SW_ASSIGN_OR_RETURN(cap, opts.prepare(rt));
       }
-      blocks = instance_kv_blocks(rt.plan, rt.cluster.runtime, cap);
+      SW_ASSIGN_OR_RETURN(blocks, instance_kv_blocks(rt.plan, rt.cluster.runtime, cap));
       SW_ASSIGN_OR_RETURN(channel, comm::ControlChannel::coordinator(rt.cluster.comm));
       endpoint = channel->endpoint();
       return Status();

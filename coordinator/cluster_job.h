@@ -34,9 +34,11 @@ int run_cluster_job(const std::string& config_path, const ClusterJobOptions& opt
                     const ClusterDriver& drive);
 
 // KV blocks per dp group of every instance (instances in rank order): runtime.num_kv_blocks
-// when set, else the smallest plan estimate over the instance's ranks; at most `cap` (> 0).
-std::vector<int64_t> instance_kv_blocks(const parallel::Plan& plan,
-                                        const parallel::RuntimeSection& runtime, int64_t cap);
+// when set (an error when a rank's memory plan cannot hold that many), else the smallest plan
+// estimate over the instance's ranks; at most `cap` (> 0).
+Result<std::vector<int64_t>> instance_kv_blocks(const parallel::Plan& plan,
+                                                const parallel::RuntimeSection& runtime,
+                                                int64_t cap);
 
 // Scheduler limits and policy from the cluster file (max_model_len as the plan resolved it).
 Result<EngineOptions> engine_options(const parallel::ClusterConfig& cluster,

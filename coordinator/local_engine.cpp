@@ -3,10 +3,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "coordinator/local_executor.h"
 #include "model/model_config.h"
+#include "model/shard_spec.h"
 #include "model/weight_source.h"
 #include "worker/model_weights.h"
 
@@ -61,6 +63,9 @@ Result<std::unique_ptr<LocalEngine>> LocalEngine::create(const LocalEngineOption
                             max_len, config.max_position_embeddings);
   worker::KvCacheOptions kv;
   kv.block_size = o.kv_block_size;
+  // No step can hold more than max_num_seqs sequences of max_model_len tokens.
+  const int64_t per_seq = (max_len + kv.block_size - 1) / kv.block_size;
+  const int64_t most_usable = per_seq * sched.max_num_seqs;
   const double utilization =
       o.gpu_memory_utilization >= 0 ? o.gpu_memory_utilization : (cuda ? 0.9 : 0.0);
   const bool fit_to_memory = o.num_kv_blocks <= 0 && utilization > 0;
@@ -70,8 +75,20 @@ Result<std::unique_ptr<LocalEngine>> LocalEngine::create(const LocalEngineOption
   } else if (fit_to_memory) {  // room for the profile step now; the rest once it has run
     kv.num_blocks = (profile_tokens + kv.block_size - 1) / kv.block_size;
   } else {
-    kv.num_blocks = std::max<int64_t>(1, o.fallback_kv_blocks);
+    kv.num_blocks = std::clamp<int64_t>(o.fallback_kv_blocks, 1, most_usable);
   }
+  // Refuse a cache the device cannot hold before allocating it (the weights are there already).
+  const int64_t block_bytes = model::ShardSpec::full(config).kv_block_bytes(
+      config.head_dim, kv.block_size, static_cast<int64_t>(dtype_size(dtype)));
+  const kernels::MemoryInfo mem = e->backend_->memory_info();
+  if (block_bytes <= 0 || kv.num_blocks > (mem.total_bytes - mem.in_use_bytes) / block_bytes)
+    return resource_exhausted(
+        "KV cache of {} blocks x {} tokens ({:.1f} GiB) does not fit the {} device's {:.1f} GiB "
+        "({:.1f} GiB in use); lower --num-kv-blocks or --kv-block-size",
+        kv.num_blocks, kv.block_size,
+        static_cast<double>(kv.num_blocks) * static_cast<double>(block_bytes) / (1 << 30),
+        e->backend_->name(), static_cast<double>(mem.total_bytes) / (1 << 30),
+        static_cast<double>(mem.in_use_bytes) / (1 << 30));
   e->runner_ = std::make_unique<worker::ModelRunner>(config, std::move(weights), *e->backend_, kv);
   if (fit_to_memory) {
     const int64_t longest = (max_len + kv.block_size - 1) / kv.block_size;

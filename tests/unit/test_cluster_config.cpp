@@ -70,6 +70,9 @@ TEST(ClusterConfig, DefaultsWhenKeysAreLeftOut) {
   EXPECT_EQ(c->runtime.device, "cpu");
   EXPECT_EQ(c->runtime.kv_block_size, 16);
   EXPECT_DOUBLE_EQ(c->runtime.gpu_memory_utilization, 0.9);
+  EXPECT_EQ(c->runtime.num_kv_blocks, 0);
+  EXPECT_EQ(c->scheduler.policy, "decode_priority");
+  EXPECT_EQ(c->scheduler.long_prefill_token_threshold, 0);
   ASSERT_EQ(c->pools.size(), 1u);
   EXPECT_EQ(c->pools[0].kind, PoolKind::kMixed);
   EXPECT_EQ(c->pools[0].ranks(), 1);
@@ -86,7 +89,8 @@ TEST(ClusterConfig, EveryKeyIsRead) {
 version: 1
 model: {path: tiny-dense, load_format: dummy, dtype: bfloat16, dummy_seed: 7}
 runtime: {device: cuda, kv_block_size: 32, gpu_memory_utilization: 0.5, device_memory_gib: 40,
-          max_num_seqs: 8, max_num_batched_tokens: 512, max_model_len: 1000}
+          max_num_seqs: 8, max_num_batched_tokens: 512, max_model_len: 1000, num_kv_blocks: 77}
+scheduler: {policy: fcfs, long_prefill_token_threshold: 96}
 cluster:
   ranks_per_node: 4
   comm_backend: nccl
@@ -114,6 +118,9 @@ moe: {capacity_factor: 2, drop_policy: priority, priority: sum, priority_score: 
   EXPECT_EQ(c->runtime.max_num_seqs, 8);
   EXPECT_EQ(c->runtime.max_num_batched_tokens, 512);
   EXPECT_EQ(c->runtime.max_model_len, 1000);
+  EXPECT_EQ(c->runtime.num_kv_blocks, 77);
+  EXPECT_EQ(c->scheduler.policy, "fcfs");
+  EXPECT_EQ(c->scheduler.long_prefill_token_threshold, 96);
   EXPECT_EQ(c->comm.ranks_per_node, 4);
   EXPECT_EQ(c->comm.backend, comm::CommBackend::kNccl);
   EXPECT_EQ(c->comm.all_to_all, comm::AllToAllAlgorithm::kHierarchical);
@@ -192,6 +199,16 @@ TEST(ClusterConfigErrors, BadEnumValueListsTheChoices) {
             std::string::npos);
   EXPECT_NE(error_of("model: {path: tiny-moe}\npools: {mixed: {moe: dp}}\n")
                 .find("key 'pools.mixed.moe': expected one of ep, tp, got \"dp\""),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(std::string(kMinimal) + "scheduler: {policy: lifo}\n")
+          .find("key 'scheduler.policy': expected one of decode_priority, fcfs, got \"lifo\""),
+      std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "scheduler: {long_prefill_token_threshold: -1}\n")
+                .find("key 'scheduler.long_prefill_token_threshold': expected an integer >= 0"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "runtime: {num_kv_blocks: -3}\n")
+                .find("key 'runtime.num_kv_blocks': expected an integer >= 0"),
             std::string::npos);
   EXPECT_NE(error_of(std::string(kMinimal) + "moe: {priority: sum}\n")
                 .find("key 'moe.priority': only meaningful with drop_policy: priority"),
