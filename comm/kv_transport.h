@@ -1,0 +1,76 @@
+// KvTransport: moves KV-cache bytes between ranks of different instances (a prefill rank to a
+// decode rank), point to point: never a collective over the world, so an instance could run
+// as a job of its own. A sender posts parts — (transfer id, part index, bytes) — to a peer's
+// address; the receiver acknowledges each part when it arrives; a part not acknowledged by its
+// deadline fails with an error that names the peer. Cancelling, ordering parts into a cache
+// and acknowledging whole transfers to the coordinator are the caller's (worker/kv_transfer).
+//
+// Implementations: ZmqKvTransport (TCP through ZeroMQ; works between any two hosts; device
+// buffers are staged through host memory by the caller). Add one (e.g. NCCL point to point on
+// GPUs, with its unique id passed over the control channel): implement this interface, add it
+// to make_kv_transport() and to the test driver's list (tests/unit/test_kv_transport.cpp).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace sw::comm {
+
+struct KvPart {
+  uint64_t transfer = 0;
+  uint32_t part = 0;
+  std::string bytes;
+};
+
+struct KvSendResult {
+  uint64_t transfer = 0;
+  uint32_t part = 0;
+  std::string peer;
+  Status status;  // OK: the peer acknowledged the part
+};
+
+struct KvTransportStats {
+  int64_t bytes_sent = 0;      // payload bytes handed to the network
+  int64_t bytes_received = 0;  // payload bytes of accepted parts
+  int64_t parts_acked = 0;
+  int64_t num_rejected = 0;  // malformed or oversized messages dropped
+};
+
+class KvTransport {
+ public:
+  virtual ~KvTransport() = default;
+  virtual const char* name() const = 0;
+  // Where peers send to; the coordinator passes it on to the ranks that send here.
+  virtual const std::string& address() const = 0;
+  // Queues one part for `peer` (another transport's address). Any thread; never waits for the
+  // network. `timeout_s`: the part must be acknowledged within this long of the call.
+  virtual Status send(const std::string& peer, uint64_t transfer, uint32_t part, std::string bytes,
+                      double timeout_s) = 0;
+  // Hands queued parts to the network, takes arriving parts (acknowledging each) and
+  // acknowledgements, expires deadlines. Waits up to `max_wait_s` for something to arrive.
+  // One thread calls it (and the take_* calls).
+  virtual Status progress(double max_wait_s) = 0;
+  // Parts that arrived since the last call, in arrival order.
+  virtual std::vector<KvPart> take_received() = 0;
+  // Parts that were acknowledged or failed since the last call.
+  virtual std::vector<KvSendResult> take_completed() = 0;
+  // Parts sent and not yet acknowledged or failed.
+  virtual int64_t num_in_flight() const = 0;
+  virtual KvTransportStats stats() const = 0;
+};
+
+struct KvTransportOptions {
+  std::string transport = "zmq";
+  // Address this rank binds and advertises: "127.0.0.1" (one host), an interface's address,
+  // or "hostname" (this host's name, for jobs that span hosts).
+  std::string host = "127.0.0.1";
+  int64_t max_part_bytes = int64_t{1} << 30;  // larger incoming messages are refused unread
+};
+
+Result<std::unique_ptr<KvTransport>> make_kv_transport(const KvTransportOptions& options);
+
+}  // namespace sw::comm
