@@ -11,6 +11,9 @@ namespace sw::coordinator {
 Engine::Engine(model::ModelConfig model, EngineOptions options)
     : scheduler_(std::move(model), options.scheduler), options_(options) {
   stats_.started = Clock::now();
+  scheduler_.set_kv_missing([this](int instance, uint64_t transfer) {
+    return slots_[static_cast<size_t>(instance)].executor->kv_missing(transfer);
+  });
 }
 
 Engine::~Engine() {
@@ -73,6 +76,30 @@ Status Engine::collect(std::vector<RequestOutput>& outputs, bool* any) {
   return Status();
 }
 
+Status Engine::carry_kv_actions(std::vector<RequestOutput>& outputs) {
+  for (const KvAction& a : scheduler_.take_kv_actions()) {
+    if (!scheduler_.instance_alive(a.instance)) continue;
+    Executor& ex = *slots_[static_cast<size_t>(a.instance)].executor;
+    Status st = a.kind == KvAction::Kind::kExpect ? ex.expect_kv(a.recv)
+                : a.kind == KvAction::Kind::kSend ? ex.send_kv(a.send)
+                                                  : ex.cancel_kv(a.transfer);
+    if (!st.ok()) lose_instance(a.instance, st, outputs);
+  }
+  return Status();
+}
+
+Status Engine::advance_transfers(std::vector<RequestOutput>& outputs, bool* any) {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    if (!scheduler_.instance_alive(static_cast<int>(i))) continue;
+    for (const KvTransferEvent& e : slots_[i].executor->poll_kv()) {
+      *any = true;
+      scheduler_.on_kv_event(static_cast<int>(i), e, &outputs);
+    }
+  }
+  scheduler_.advance_transfers(Clock::now(), &outputs);
+  return carry_kv_actions(outputs);
+}
+
 Result<std::vector<RequestOutput>> Engine::step(double max_wait_s) {
   std::vector<RequestOutput> outputs;
   bool any = false;
@@ -84,6 +111,9 @@ Result<std::vector<RequestOutput>> Engine::step(double max_wait_s) {
       SW_ASSIGN_OR_RETURN(auto step, scheduler_.schedule(inst));
       if (!step) continue;
       step->command.collect_moe_metrics = options_.collect_moe_metrics;
+      // The decode side learns what to expect before the prefill step that sends it starts.
+      SW_RETURN_IF_ERROR(carry_kv_actions(outputs));
+      if (!scheduler_.instance_alive(inst)) continue;
       Status sent = slot.executor->submit(step->command);
       if (!sent.ok()) {
         lose_instance(inst, sent, outputs);
@@ -96,21 +126,27 @@ Result<std::vector<RequestOutput>> Engine::step(double max_wait_s) {
     return Status();
   };
   SW_RETURN_IF_ERROR(collect(outputs, &any));
+  SW_RETURN_IF_ERROR(advance_transfers(outputs, &any));
   SW_RETURN_IF_ERROR(schedule_idle());
   if (any || max_wait_s <= 0) return outputs;
-  // Nothing finished yet: wait for the first step that does, then keep the instance busy.
+  // Nothing finished yet: wait for the first step or transfer that does, then keep the
+  // instances busy.
   const auto deadline = Clock::now() + std::chrono::duration<double>(max_wait_s);
-  while (!any && busy()) {
+  while (!any && (busy() || scheduler_.transfers_pending())) {
     const double left = std::chrono::duration<double>(deadline - Clock::now()).count();
     if (left <= 0) break;
     std::vector<Executor*> waiting;
-    for (Slot& s : slots_)
-      if (s.in_flight) waiting.push_back(s.executor.get());
+    for (size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i].in_flight ||
+          (scheduler_.transfers_pending() && scheduler_.instance_alive(static_cast<int>(i))))
+        waiting.push_back(slots_[i].executor.get());
+    if (waiting.empty()) break;
     // One executor: wait on it. Several: short turns, so the first to finish is seen soon
     // (executors of one cluster share a control channel, so any turn files every reply).
     const double turn = waiting.size() == 1 ? left : std::min(left, 0.002);
     for (Executor* e : waiting) e->wait(turn / static_cast<double>(waiting.size()));
     SW_RETURN_IF_ERROR(collect(outputs, &any));
+    SW_RETURN_IF_ERROR(advance_transfers(outputs, &any));
   }
   SW_RETURN_IF_ERROR(schedule_idle());
   return outputs;

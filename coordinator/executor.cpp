@@ -35,4 +35,19 @@ Status check_step_output(const worker::StepCommand& command, const StepOutput& o
   return Status();
 }
 
+Status Executor::expect_kv(const worker::KvRecvOrder& order) {
+  return unimplemented("{}: cannot receive KV transfer {} (not a decode instance)", describe(),
+                       order.transfer);
+}
+
+Status Executor::send_kv(const worker::KvSendOrder& order) {
+  return unimplemented("{}: cannot send KV transfer {} (not a prefill instance)", describe(),
+                       order.transfer);
+}
+
+Status Executor::cancel_kv(uint64_t transfer) {
+  (void)transfer;
+  return Status();
+}
+
 }  // namespace sw::coordinator

@@ -25,6 +25,15 @@ struct StepOutput {
   std::vector<moe::MoeLayerMetrics> moe_metrics;
 };
 
+// A decode instance's account of one KV transfer.
+struct KvTransferEvent {
+  uint64_t transfer = 0;
+  Status status;  // OK: every destination rank has all its parts in its cache
+  int64_t bytes = 0;
+  int64_t first_part_us = 0;  // wall clock (system_clock) microseconds
+  int64_t done_us = 0;
+};
+
 class Executor {
  public:
   virtual ~Executor() = default;
@@ -41,6 +50,21 @@ class Executor {
   virtual bool busy() const = 0;
   // Ends the instance (its workers exit). No step may be in flight.
   virtual Status shutdown() = 0;
+
+  // Disaggregation: only executors of prefill and decode instances implement these.
+  // Decode side: receive the transfer into the order's blocks (poll_kv reports it).
+  virtual Status expect_kv(const worker::KvRecvOrder& order);
+  // Prefill side: send a finished prefill's KV now (not within a step).
+  virtual Status send_kv(const worker::KvSendOrder& order);
+  // Either side: drop the transfer; parts that still arrive are discarded.
+  virtual Status cancel_kv(uint64_t transfer);
+  // Decode side: transfers completed or failed since the last call.
+  virtual std::vector<KvTransferEvent> poll_kv() { return {}; }
+  // Decode side: which ranks have not reported `transfer` yet, for error messages.
+  virtual std::string kv_missing(uint64_t transfer) const {
+    (void)transfer;
+    return "";
+  }
 };
 
 // Checks that an output answers a command: one result per dp group, a token (or -1) per

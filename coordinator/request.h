@@ -74,6 +74,14 @@ struct Request {
   std::string error;  // kFailed: why
   Tensor logits;      // float32 [prompt + generated - 1, V] when spec.return_logits
 
+  // Disaggregation: the KV transfer under way (0: none), and when waiting for decode room ends.
+  uint64_t transfer = 0;
+  Clock::time_point transfer_wait_deadline;
+  int64_t kv_bytes = 0;         // moved from the prefill to the decode instance
+  double kv_transfer_ms = 0;    // first part arrived .. last part applied (decode side)
+  double kv_hidden_share = 0;   // share of that before the prefill step's output was in
+  int64_t prefill_done_us = 0;  // wall clock when the prefill step's output was committed
+
   Clock::time_point arrival;                   // add()
   Clock::time_point first_token;               // the first output token was committed
   Clock::time_point finished;                  // reached a terminal state

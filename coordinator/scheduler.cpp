@@ -44,6 +44,10 @@ std::unique_ptr<SchedulerPolicy> make_scheduler_policy(SchedulerPolicyKind kind)
   return std::make_unique<DecodePriorityPolicy>();
 }
 
+const char* transfer_failure_policy_name(TransferFailurePolicy p) {
+  return p == TransferFailurePolicy::kFail ? "fail" : "recompute";
+}
+
 const char* instance_role_name(InstanceRole r) {
   switch (r) {
     case InstanceRole::kMixed: return "mixed";
@@ -69,8 +73,6 @@ Scheduler::Scheduler(model::ModelConfig model, SchedulerOptions options)
 }
 
 int Scheduler::add_instance(const InstanceSpec& spec) {
-  SW_CHECK_MSG(spec.role == InstanceRole::kMixed, "scheduler: {} instances are not supported",
-               instance_role_name(spec.role));
   const int i = kv_.add_instance(spec.num_kv_groups, spec.num_kv_blocks, spec.kv_block_size);
   Instance inst;
   inst.spec = spec;
@@ -159,6 +161,8 @@ void Scheduler::transition(Request& r, RequestState to, const char* why) {
 }
 
 void Scheduler::release_placement(Request& r) {
+  if (r.transfer != 0) cancel_transfer(r.transfer);
+  std::erase(transferring_, &r);
   if (r.instance >= 0) {
     Instance& inst = instances_[r.instance];
     if (r.seq_id >= 0 && inst.alive) {
@@ -297,8 +301,15 @@ Result<std::optional<ScheduledStep>> Scheduler::schedule(int instance) {
       plan.emplace_back(r, want);
     }
     if (plan.empty()) {
-      // Cannot happen while add() admits only requests that fit an empty pool; say so loudly
-      // rather than spin.
+      // Prefilled requests waiting to hand their KV to a decode instance hold blocks here:
+      // the queue waits for them.
+      // So do blocks reserved here for KV on its way from a prefill instance.
+      bool held = std::any_of(transferring_.begin(), transferring_.end(),
+                              [&](const Request* r) { return r->instance == instance; });
+      for (const auto& [id, t] : transfers_) held = held || t.dst_instance == instance;
+      if (held) return std::optional<ScheduledStep>();
+      // Otherwise impossible while add() admits only requests that fit an empty pool; say so
+      // loudly rather than spin.
       return internal_error("{}: no progress possible with {} running and {} waiting",
                             inst.spec.name, inst.running.size(), inst.waiting.size());
     }
@@ -329,6 +340,16 @@ ScheduledStep Scheduler::build_step(int instance,
     s.sampling = r->spec.sampling;
     s.sampling.offset = static_cast<uint64_t>(r->output_ids.size());
     s.keep_logits = r->spec.return_logits;
+    // A prefill instance's last chunk: reserve the decode side now, so that each layer's KV
+    // can leave during this step (unless the first token is also the last).
+    if (s.sample && instances_[instance].spec.role == InstanceRole::kPrefill &&
+        static_cast<int64_t>(r->output_ids.size()) + 1 < r->spec.max_new_tokens) {
+      if (Transfer* t = reserve_transfer(*r, static_cast<int64_t>(r->tokens.size()))) {
+        t->deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(options_.kv_transfer_timeout_s));
+        step.command.kv_sends.push_back(send_order(*t, s.block_table));
+      }
+    }
     step.chunks[static_cast<size_t>(g)].push_back({r->id, r->seq_id, n, s.sample});
     step.command.groups[static_cast<size_t>(g)].seqs.push_back(std::move(s));
     stats_.computed_tokens += n;
@@ -372,15 +393,37 @@ Status Scheduler::update_from_output(const ScheduledStep& step, const StepOutput
       r.token_times.push_back(now);
       if (r.output_ids.size() == 1) r.first_token = now;
       ++stats_.generated_tokens;
-      if (r.state == RequestState::kPrefilling) transition(r, RequestState::kDecoding, "prefilled");
+      if (r.state == RequestState::kPrefilling &&
+          instances_[step.instance].spec.role != InstanceRole::kPrefill)
+        transition(r, RequestState::kDecoding, "prefilled");
       RequestOutput o;
       o.id = r.id;
       o.new_tokens.push_back(tok);
       const bool stop = !r.spec.ignore_eos &&
                         std::find(model_.eos_token_ids.begin(), model_.eos_token_ids.end(), tok) !=
                             model_.eos_token_ids.end();
-      if (stop || static_cast<int64_t>(r.output_ids.size()) >= r.spec.max_new_tokens)
+      if (stop || static_cast<int64_t>(r.output_ids.size()) >= r.spec.max_new_tokens) {
         end(r, RequestState::kFinished, stop ? FinishReason::kStop : FinishReason::kLength);
+      } else if (instances_[step.instance].spec.role == InstanceRole::kPrefill) {
+        // Prefilled: its KV goes to a decode instance (already on its way when the decode side
+        // had room at scheduling time). It holds its blocks here until that side has them.
+        Instance& inst = instances_[step.instance];
+        std::erase(inst.running, &r);
+        transferring_.push_back(&r);
+        r.prefill_done_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
+        transition(r, RequestState::kTransferring, "prefill done");
+        auto t = r.transfer != 0 ? transfers_.find(r.transfer) : transfers_.end();
+        if (t == transfers_.end()) {
+          r.transfer_wait_deadline =
+              now + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(options_.kv_transfer_timeout_s));
+        } else {
+          t->second.src_done = true;
+          if (t->second.dst_done) finalize_transfer(t->second, outputs);
+        }
+      }
       o.state = r.state;
       o.finish_reason = r.finish_reason;
       if (outputs) outputs->push_back(std::move(o));
@@ -394,40 +437,270 @@ void Scheduler::fail_instance(int instance, const Status& why,
   Instance& inst = instances_.at(instance);
   if (!inst.alive) return;
   spdlog::error("{} is lost: {}", inst.spec.name, why.message());
-  // Oldest first, so the requests keep their order on the instances that take them.
+  // Transfers into it are dropped: their requests wait for room on another decode instance,
+  // their prefill blocks still held.
+  std::vector<uint64_t> into;
+  for (const auto& [id, t] : transfers_)
+    if (t.dst_instance == instance) into.push_back(id);
+  for (uint64_t id : into) {
+    Request& r = *transfers_.at(id).request;
+    cancel_transfer(id);
+    r.transfer_wait_deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                  std::chrono::duration<double>(
+                                                      options_.kv_transfer_timeout_s));
+  }
+  // Every request whose KV it held starts over elsewhere, oldest first: admitted, queued, and
+  // prefilled ones waiting to hand their KV over.
   std::vector<Request*> moving(inst.running.begin(), inst.running.end());
   moving.insert(moving.end(), inst.waiting.begin(), inst.waiting.end());
+  for (Request* r : transferring_)
+    if (r->instance == instance) moving.push_back(r);
   inst.alive = false;
   inst.running.clear();
   inst.waiting.clear();
-  kv_.release_instance(instance);
   for (Request* r : moving) {
-    r->seq_id = -1;  // its blocks went with the instance
-    r->kv_group = -1;
-    r->num_cached = 0;
-    const int to = router_.choose(loads(*r));
-    if (to >= 0) {
-      r->instance = to;
-      instances_[to].waiting.push_back(r);
-      ++r->num_preemptions;
-      ++stats_.num_preemptions;
-      transition(*r, RequestState::kQueued,
-                 fmt::format("{} lost, recomputed on {}", inst.spec.name, instances_[to].spec.name)
-                     .c_str());
+    if (r->transfer != 0) cancel_transfer(r->transfer);
+    std::erase(transferring_, r);
+  }
+  kv_.release_instance(instance);  // its blocks went with it
+  const std::string lost = fmt::format("{} was lost: {}", inst.spec.name, why.message());
+  for (Request* r : moving) requeue_or_fail(*r, lost, outputs);
+}
+
+// ---- Disaggregation ------------------------------------------------------------------------
+
+void Scheduler::report(const Request& r, std::vector<RequestOutput>* outputs) const {
+  if (!outputs) return;
+  RequestOutput o;
+  o.id = r.id;
+  o.state = r.state;
+  o.finish_reason = r.finish_reason;
+  o.error = r.error;
+  outputs->push_back(std::move(o));
+}
+
+Scheduler::Transfer* Scheduler::reserve_transfer(Request& r, int64_t num_tokens) {
+  // Decode instances by load; one accepts when it is alive, could hold the whole request, has
+  // a sequence slot, and a dp group with room for the KV now.
+  std::vector<InstanceLoad> loads(instances_.size());
+  std::vector<int64_t> incoming(instances_.size(), 0);
+  for (const auto& [id, t] : transfers_) ++incoming[static_cast<size_t>(t.dst_instance)];
+  for (size_t i = 0; i < instances_.size(); ++i) {
+    const Instance& inst = instances_[i];
+    const int ii = static_cast<int>(i);
+    InstanceLoad& l = loads[i];
+    // Its own preempted sequences come first: no new hand-over while they wait.
+    l.accepts = inst.alive && inst.spec.role == InstanceRole::kDecode && inst.waiting.empty() &&
+                blocks_for(r, ii) <= kv_.num_blocks(ii) &&
+                static_cast<int64_t>(inst.running.size()) + incoming[i] < options_.max_num_seqs;
+    if (!l.accepts) continue;
+    bool room = false;
+    for (int g = 0; g < kv_.num_groups(ii); ++g)
+      room = room || kv_.pool(ii, g).blocks_for(num_tokens) <= kv_.pool(ii, g).num_free_blocks();
+    l.accepts = room;
+    for (const Request* w : inst.waiting) l.queued_tokens += w->num_uncached();
+    l.running = static_cast<int64_t>(inst.running.size()) + incoming[i];
+    l.free_blocks = kv_.num_free_blocks(ii);
+    l.total_blocks = std::max<int64_t>(1, kv_.num_blocks(ii) * kv_.num_groups(ii));
+  }
+  const int d = decode_router_.choose(loads);
+  if (d < 0) return nullptr;
+  int g = 0;
+  for (int k = 1; k < kv_.num_groups(d); ++k)
+    if (kv_.pool(d, k).num_free_blocks() > kv_.pool(d, g).num_free_blocks()) g = k;
+  Transfer t;
+  t.id = next_transfer_++;
+  t.request = &r;
+  t.src_instance = r.instance;
+  t.src_group = r.kv_group;
+  t.src_seq = r.seq_id;
+  t.dst_instance = d;
+  t.dst_group = g;
+  t.dst_seq = next_seq_id_++;
+  t.num_tokens = num_tokens;
+  const std::vector<int32_t> tokens(r.tokens.begin(), r.tokens.begin() + num_tokens);
+  auto seq = kv_.append(d, g, t.dst_seq, tokens, nullptr);
+  SW_CHECK_MSG(seq.ok(), "request {}: decode blocks counted free are not: {}", r.id,
+               seq.status().message());
+  KvAction expect;
+  expect.kind = KvAction::Kind::kExpect;
+  expect.instance = d;
+  expect.recv.transfer = t.id;
+  expect.recv.dp_group = g;
+  expect.recv.seq_id = t.dst_seq;
+  expect.recv.blocks = seq->block_table;
+  expect.recv.num_tokens = num_tokens;
+  expect.recv.src_pool = instances_[r.instance].spec.pool;
+  expect.recv.dst_pool = instances_[d].spec.pool;
+  expect.recv.timeout_s = options_.kv_transfer_timeout_s;
+  kv_actions_.push_back(std::move(expect));
+  r.transfer = t.id;
+  spdlog::debug("request {}: KV transfer {} of {} tokens from {} dp {} to {} dp {}", r.id, t.id,
+                num_tokens, instances_[t.src_instance].spec.name, t.src_group,
+                instances_[d].spec.name, g);
+  return &transfers_.emplace(t.id, t).first->second;
+}
+
+worker::KvSendOrder Scheduler::send_order(const Transfer& t,
+                                          const std::vector<int32_t>& src_blocks) const {
+  worker::KvSendOrder o;
+  o.transfer = t.id;
+  o.dp_group = t.src_group;
+  o.seq_id = t.src_seq;
+  const int bs = kv_.block_size(t.src_instance);
+  o.blocks.assign(src_blocks.begin(),
+                  src_blocks.begin() + std::min<int64_t>(static_cast<int64_t>(src_blocks.size()),
+                                                         (t.num_tokens + bs - 1) / bs));
+  o.num_tokens = t.num_tokens;
+  o.src_pool = instances_[t.src_instance].spec.pool;
+  o.dst_pool = instances_[t.dst_instance].spec.pool;
+  o.dst_instance = t.dst_instance;
+  o.dst_group = t.dst_group;
+  o.timeout_s = options_.kv_transfer_timeout_s;
+  return o;
+}
+
+void Scheduler::cancel_transfer(uint64_t id) {
+  auto it = transfers_.find(id);
+  if (it == transfers_.end()) return;
+  const Transfer& t = it->second;
+  for (int inst : {t.src_instance, t.dst_instance}) {
+    if (!instances_[inst].alive) continue;
+    KvAction a;
+    a.kind = KvAction::Kind::kCancel;
+    a.instance = inst;
+    a.transfer = id;
+    kv_actions_.push_back(a);
+  }
+  if (instances_[t.dst_instance].alive) {
+    Status st = kv_.free(t.dst_instance, t.dst_group, t.dst_seq);
+    SW_CHECK_MSG(st.ok(), "transfer {}: {}", id, st.message());
+  }
+  if (t.request->transfer == id) t.request->transfer = 0;
+  transfers_.erase(it);
+}
+
+void Scheduler::finalize_transfer(Transfer& t, std::vector<RequestOutput>* outputs) {
+  Request& r = *t.request;
+  // Acknowledged: now the prefill side may let the blocks go.
+  Status st = kv_.free(t.src_instance, t.src_group, t.src_seq);
+  SW_CHECK_MSG(st.ok(), "request {}: {}", r.id, st.message());
+  std::erase(transferring_, &r);
+  r.instance = t.dst_instance;
+  r.kv_group = t.dst_group;
+  r.seq_id = t.dst_seq;
+  r.num_cached = t.num_tokens;
+  SW_CHECK_MSG(r.is_decode_ready(), "request {}: {} tokens moved for {} held", r.id, t.num_tokens,
+               r.tokens.size());
+  r.kv_bytes = t.event.bytes;
+  const int64_t span = t.event.done_us - t.event.first_part_us;
+  r.kv_transfer_ms = static_cast<double>(span) / 1000.0;
+  r.kv_hidden_share =
+      span > 0 ? std::clamp(static_cast<double>(r.prefill_done_us - t.event.first_part_us) /
+                                static_cast<double>(span),
+                            0.0, 1.0)
+               : 1.0;
+  ++stats_.kv_transfers;
+  stats_.kv_bytes += t.event.bytes;
+  r.transfer = 0;
+  const std::string to = instances_[t.dst_instance].spec.name;
+  transfers_.erase(t.id);
+  instances_[r.instance].running.push_back(&r);
+  transition(r, RequestState::kDecoding, fmt::format("KV on {}", to).c_str());
+  (void)outputs;
+}
+
+void Scheduler::on_kv_event(int instance, const KvTransferEvent& e,
+                            std::vector<RequestOutput>* outputs) {
+  auto it = transfers_.find(e.transfer);
+  if (it == transfers_.end() || it->second.dst_instance != instance) return;  // cancelled
+  Transfer& t = it->second;
+  if (!e.status.ok()) {
+    Request& r = *t.request;
+    transfer_failed(r,
+                    fmt::format("KV transfer {} from {} to {}: {}", t.id,
+                                instances_[t.src_instance].spec.name,
+                                instances_[t.dst_instance].spec.name, e.status.message()),
+                    outputs);
+    return;
+  }
+  t.dst_done = true;
+  t.event = e;
+  if (t.src_done) finalize_transfer(t, outputs);
+}
+
+void Scheduler::requeue_or_fail(Request& r, const std::string& why,
+                                std::vector<RequestOutput>* outputs) {
+  r.kv_group = -1;
+  r.seq_id = -1;
+  r.num_cached = 0;
+  r.instance = -1;
+  const int to = router_.choose(loads(r));
+  if (to < 0) {
+    end(r, RequestState::kFailed, FinishReason::kError,
+        fmt::format("{}; no other instance can take the request", why));
+    report(r, outputs);
+    return;
+  }
+  r.instance = to;
+  instances_[to].waiting.push_back(&r);
+  ++r.num_preemptions;
+  ++stats_.num_preemptions;
+  transition(r, RequestState::kQueued,
+             fmt::format("{}: recomputed on {}", why, instances_[to].spec.name).c_str());
+}
+
+void Scheduler::transfer_failed(Request& r, const std::string& why,
+                                std::vector<RequestOutput>* outputs) {
+  ++stats_.kv_transfer_failures;
+  spdlog::warn("request {}: {}", r.id, why);
+  if (options_.on_transfer_failure == TransferFailurePolicy::kFail) {
+    end(r, RequestState::kFailed, FinishReason::kError, why);  // frees both sides
+    report(r, outputs);
+    return;
+  }
+  release_placement(r);  // both sides' blocks; the request starts over on a prefill instance
+  requeue_or_fail(r, why, outputs);
+}
+
+void Scheduler::advance_transfers(Clock::time_point now, std::vector<RequestOutput>* outputs) {
+  const auto timeout = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(options_.kv_transfer_timeout_s));
+  // Finished prefills still waiting for decode room, oldest first.
+  for (Request* r : std::vector<Request*>(transferring_)) {
+    if (r->transfer != 0) continue;
+    if (now > r->transfer_wait_deadline) {
+      transfer_failed(*r,
+                      fmt::format("no decode instance had room for the KV of {} tokens within "
+                                  "{:.1f} s (cluster.kv_transfer_timeout_s)",
+                                  r->num_cached, options_.kv_transfer_timeout_s),
+                      outputs);
       continue;
     }
-    r->instance = -1;
-    end(*r, RequestState::kFailed, FinishReason::kError,
-        fmt::format("{} was lost and no other instance can take the request: {}", inst.spec.name,
-                    why.message()));
-    if (outputs) {
-      RequestOutput o;
-      o.id = r->id;
-      o.state = r->state;
-      o.finish_reason = r->finish_reason;
-      o.error = r->error;
-      outputs->push_back(std::move(o));
-    }
+    Transfer* t = reserve_transfer(*r, r->num_cached);
+    if (!t) break;  // first come first served: the next ones wait too
+    t->src_done = true;
+    t->deadline = now + timeout;
+    KvAction send;
+    send.kind = KvAction::Kind::kSend;
+    send.instance = t->src_instance;
+    send.send = send_order(*t, kv_.pool(t->src_instance, t->src_group).block_table(t->src_seq));
+    kv_actions_.push_back(std::move(send));
+  }
+  std::vector<uint64_t> late;
+  for (const auto& [id, t] : transfers_)
+    if (now > t.deadline && t.src_done) late.push_back(id);
+  for (uint64_t id : late) {
+    Transfer& t = transfers_.at(id);
+    const std::string missing = kv_missing_ ? kv_missing_(t.dst_instance, id) : "";
+    transfer_failed(
+        *t.request,
+        fmt::format("KV transfer {} from {} to {} was not acknowledged within {:.1f} s "
+                    "(cluster.kv_transfer_timeout_s){}{}",
+                    id, instances_[t.src_instance].spec.name,
+                    instances_[t.dst_instance].spec.name, options_.kv_transfer_timeout_s,
+                    missing.empty() ? "" : "; ranks that did not answer: ", missing),
+        outputs);
   }
 }
 

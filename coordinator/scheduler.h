@@ -17,6 +17,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -46,6 +47,11 @@ class SchedulerPolicy {
 };
 std::unique_ptr<SchedulerPolicy> make_scheduler_policy(SchedulerPolicyKind kind);
 
+// What happens to a request whose KV transfer failed or timed out (its blocks on both sides
+// are freed either way): it fails with an error, or is prefilled again.
+enum class TransferFailurePolicy { kRecompute, kFail };
+const char* transfer_failure_policy_name(TransferFailurePolicy p);
+
 struct SchedulerOptions {
   int max_num_seqs = 256;                 // admitted sequences per instance
   int64_t max_num_batched_tokens = 2048;  // tokens per step (prefill chunks + decodes)
@@ -55,15 +61,22 @@ struct SchedulerOptions {
   // 0: a chunk may take the whole step budget.
   int64_t long_prefill_token_threshold = 0;
   int64_t max_model_len = 0;  // prompt + max_new_tokens; 0: the model's max_position_embeddings
+  // Disaggregation: a KV transfer (and a finished prefill's wait for decode room) must end
+  // within this long, or `on_transfer_failure` applies.
+  double kv_transfer_timeout_s = 30;
+  TransferFailurePolicy on_transfer_failure = TransferFailurePolicy::kRecompute;
 };
 
-// What a step of an instance may hold. Mixed instances take prompts and decode them.
+// What an instance does. Mixed instances take prompts and decode them. Prefill instances take
+// prompts and, once a prompt's first token is sampled, hand its KV to a decode instance.
+// Decode instances take only such hand-overs (and recompute their own preempted sequences).
 enum class InstanceRole { kMixed, kPrefill, kDecode };
 const char* instance_role_name(InstanceRole r);
 
 struct InstanceSpec {
   std::string name;  // for messages, e.g. "mixed instance 1"
   InstanceRole role = InstanceRole::kMixed;
+  int pool = 0;           // its pool's index in the plan (named in KV transfer orders)
   int num_kv_groups = 1;  // dp groups, each with its own sequences and KV pool
   int64_t num_kv_blocks = 0;
   int kv_block_size = 16;
@@ -75,6 +88,17 @@ struct ScheduledChunk {
   int64_t seq_id = 0;
   int64_t num_tokens = 0;
   bool sample = false;
+};
+
+// A KV-transfer instruction for one instance's executor (the scheduler decides, the engine
+// carries): expect a transfer (decode side), send one now (prefill side), or drop one.
+struct KvAction {
+  enum class Kind { kExpect, kSend, kCancel };
+  Kind kind = Kind::kCancel;
+  int instance = -1;
+  worker::KvRecvOrder recv;  // kExpect
+  worker::KvSendOrder send;  // kSend
+  uint64_t transfer = 0;     // kCancel
 };
 
 struct ScheduledStep {
@@ -89,6 +113,9 @@ struct SchedulerStats {
   int64_t computed_tokens = 0;   // scheduled into steps (recomputation included)
   int64_t generated_tokens = 0;  // committed output tokens
   int64_t num_preemptions = 0;
+  int64_t kv_transfers = 0;         // completed
+  int64_t kv_transfer_failures = 0;  // failed or timed out
+  int64_t kv_bytes = 0;
 };
 
 class Scheduler {
@@ -116,6 +143,23 @@ class Scheduler {
   // The instance is gone (its step failed or its workers were lost): its requests are
   // recomputed on the other instances, or fail with `why` when none can take them.
   void fail_instance(int instance, const Status& why, std::vector<RequestOutput>* outputs);
+
+  // ---- Disaggregation (prefill and decode instances) ----
+  // What the engine must tell executors about KV transfers, in the order it was decided.
+  std::vector<KvAction> take_kv_actions() { return std::exchange(kv_actions_, {}); }
+  // A decode instance's report: the transfer is in its cache (the request moves there and the
+  // prefill side's blocks are freed: acknowledge before free), or it failed.
+  void on_kv_event(int instance, const KvTransferEvent& event,
+                   std::vector<RequestOutput>* outputs);
+  // Starts the transfers of finished prefills that now find room on a decode instance, and
+  // ends by policy the transfers and waits that ran past kv_transfer_timeout_s.
+  void advance_transfers(Clock::time_point now, std::vector<RequestOutput>* outputs);
+  bool transfers_pending() const { return !transferring_.empty(); }
+  int num_transferring() const { return static_cast<int>(transferring_.size()); }
+  // Names the ranks of a decode instance that have not reported a transfer (error messages).
+  void set_kv_missing(std::function<std::string(int instance, uint64_t transfer)> fn) {
+    kv_missing_ = std::move(fn);
+  }
 
   bool has_unfinished() const { return num_unfinished_ > 0; }
   const Request* request(int64_t id) const;
@@ -155,12 +199,44 @@ class Scheduler {
 
   ScheduledStep build_step(int instance, const std::vector<std::pair<Request*, int64_t>>& plan);
 
+  struct Transfer {
+    uint64_t id = 0;
+    Request* request = nullptr;
+    int src_instance = -1, src_group = -1;
+    int64_t src_seq = -1;
+    int dst_instance = -1, dst_group = -1;
+    int64_t dst_seq = -1;
+    int64_t num_tokens = 0;
+    bool src_done = false;  // the prefill that sends it is committed (or it was sent alone)
+    bool dst_done = false;  // every decode rank reported it
+    Clock::time_point deadline;
+    KvTransferEvent event;
+  };
+  // Reserves decode blocks for the first `num_tokens` tokens of `r` and asks the decode
+  // instance to expect them; the caller sends. Null when no decode instance has room.
+  Transfer* reserve_transfer(Request& r, int64_t num_tokens);
+  worker::KvSendOrder send_order(const Transfer& t, const std::vector<int32_t>& src_blocks) const;
+  void finalize_transfer(Transfer& t, std::vector<RequestOutput>* outputs);
+  // Drops a transfer: cancels it on both sides and frees the decode blocks.
+  void cancel_transfer(uint64_t id);
+  // A transfer (or the wait for decode room) failed: by policy, fail or recompute `r`.
+  void transfer_failed(Request& r, const std::string& why, std::vector<RequestOutput>* outputs);
+  // Back to a prefill-capable instance's queue for recompute; fails `r` with `why` if none.
+  void requeue_or_fail(Request& r, const std::string& why, std::vector<RequestOutput>* outputs);
+  void report(const Request& r, std::vector<RequestOutput>* outputs) const;
+
   model::ModelConfig model_;
   SchedulerOptions options_;
   std::unique_ptr<SchedulerPolicy> policy_;
   std::vector<Instance> instances_;
   InstanceRouter router_;
+  InstanceRouter decode_router_;
   KvBlockManager kv_;
+  std::map<uint64_t, Transfer> transfers_;
+  std::vector<Request*> transferring_;  // state kTransferring, oldest first
+  std::vector<KvAction> kv_actions_;
+  uint64_t next_transfer_ = 1;
+  std::function<std::string(int, uint64_t)> kv_missing_;
   std::map<int64_t, std::unique_ptr<Request>> requests_;
   int64_t next_request_id_ = 1;
   int64_t next_seq_id_ = 1;

@@ -27,14 +27,40 @@ float simulated_logit(const std::vector<int32_t>& tokens, int64_t v) {
   return static_cast<float>(h >> 40) / static_cast<float>(1 << 24);
 }
 
+void SimulatedKvNetwork::post(uint64_t transfer, std::vector<int32_t> tokens) {
+  Delivery d;
+  d.tokens = std::move(tokens);
+  d.ready = Clock::now();
+  if (drop_ > 0) {
+    --drop_;
+    d.dropped = true;
+  } else if (stall_ > 0) {
+    --stall_;
+    d.ready += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(stall_s_));
+  }
+  in_flight_[transfer] = std::move(d);
+  ++posted_;
+}
+
+std::optional<std::vector<int32_t>> SimulatedKvNetwork::take(uint64_t transfer) {
+  auto it = in_flight_.find(transfer);
+  if (it == in_flight_.end() || it->second.dropped || Clock::now() < it->second.ready)
+    return std::nullopt;
+  std::vector<int32_t> tokens = std::move(it->second.tokens);
+  in_flight_.erase(it);
+  return tokens;
+}
+
 SimulatedExecutor::SimulatedExecutor(int num_groups, int64_t num_blocks, int block_size,
-                                     SimulatedModel model, SimulatedTiming timing)
+                                     SimulatedModel model, SimulatedTiming timing,
+                                     SimulatedKvNetwork* network)
     : block_size_(block_size),
       num_blocks_(num_blocks),
       model_(std::move(model)),
       timing_(timing),
       cache_(static_cast<size_t>(num_groups),
-             std::vector<Slot>(static_cast<size_t>(num_blocks * block_size))) {
+             std::vector<Slot>(static_cast<size_t>(num_blocks * block_size))),
+      network_(network) {
   if (!model_.next_token) {
     const int64_t V = model_.vocab_size;
     model_.next_token = [V](const std::vector<int32_t>& t) {
@@ -100,7 +126,81 @@ Result<StepOutput> SimulatedExecutor::run(const worker::StepCommand& cmd) {
     if (rows > 0) res.logits = Tensor::from_floats(logits, {rows, model_.vocab_size});
     out.groups.push_back(std::move(res));
   }
+  // The KV of sequences finishing their prefill leaves with the step.
+  for (const worker::KvSendOrder& o : cmd.kv_sends) SW_RETURN_IF_ERROR(post(o));
   return out;
+}
+
+Status SimulatedExecutor::post(const worker::KvSendOrder& o) {
+  if (!network_) return unimplemented("simulated instance: no KV network");
+  if (o.dp_group < 0 || o.dp_group >= static_cast<int>(cache_.size()))
+    return invalid_argument("KV transfer {}: dp group {}", o.transfer, o.dp_group);
+  std::vector<int32_t> tokens;
+  for (int64_t p = 0; p < o.num_tokens; ++p) {
+    const size_t b = static_cast<size_t>(p / block_size_);
+    if (b >= o.blocks.size() || o.blocks[b] < 0 || o.blocks[b] >= num_blocks_)
+      return invalid_argument("KV transfer {}: position {} is outside its blocks", o.transfer, p);
+    const Slot& c = cache_[static_cast<size_t>(o.dp_group)]
+                          [static_cast<size_t>(o.blocks[b]) * block_size_ + p % block_size_];
+    if (c.seq_id != o.seq_id || c.pos != p)
+      return data_loss(
+          "KV transfer {}: sequence {} position {} is not in its slot (sequence {} position {} "
+          "is): the send order names the wrong blocks",
+          o.transfer, o.seq_id, p, c.seq_id, c.pos);
+    tokens.push_back(c.token);
+  }
+  network_->post(o.transfer, std::move(tokens));
+  return Status();
+}
+
+Status SimulatedExecutor::expect_kv(const worker::KvRecvOrder& order) {
+  if (!network_) return unimplemented("simulated instance: no KV network");
+  expected_[order.transfer] = order;
+  return Status();
+}
+
+Status SimulatedExecutor::send_kv(const worker::KvSendOrder& order) { return post(order); }
+
+Status SimulatedExecutor::cancel_kv(uint64_t transfer) {
+  expected_.erase(transfer);
+  if (network_) network_->cancel(transfer);
+  return Status();
+}
+
+std::vector<KvTransferEvent> SimulatedExecutor::poll_kv() {
+  std::vector<KvTransferEvent> out;
+  for (auto it = expected_.begin(); it != expected_.end();) {
+    auto tokens = network_->take(it->first);
+    if (!tokens) {
+      ++it;
+      continue;
+    }
+    const worker::KvRecvOrder& o = it->second;
+    KvTransferEvent e;
+    e.transfer = o.transfer;
+    if (static_cast<int64_t>(tokens->size()) != o.num_tokens) {
+      e.status = data_loss("KV transfer {}: {} tokens arrived, {} expected", o.transfer,
+                           tokens->size(), o.num_tokens);
+    } else {
+      for (int64_t p = 0; p < o.num_tokens; ++p) {
+        const size_t b = static_cast<size_t>(p / block_size_);
+        cache_[static_cast<size_t>(o.dp_group)]
+              [static_cast<size_t>(o.blocks[b]) * block_size_ + p % block_size_] =
+                  Slot{o.seq_id, p, (*tokens)[static_cast<size_t>(p)]};
+      }
+      e.bytes = o.num_tokens * static_cast<int64_t>(sizeof(int32_t));
+      e.first_part_us = e.done_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count();
+    }
+    out.push_back(std::move(e));
+    it = expected_.erase(it);
+  }
+  return out;
+}
+
+std::string SimulatedExecutor::kv_missing(uint64_t transfer) const {
+  return expected_.count(transfer) ? "[simulated rank]" : "";
 }
 
 Status SimulatedExecutor::submit(const worker::StepCommand& command) {
@@ -130,6 +230,8 @@ void SimulatedExecutor::wait(double max_s) {
   auto until = Clock::now() +
                std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(max_s));
   if (pending_) until = std::min(until, pending_->ready);
+  // Transfers being waited for arrive in their own time: look again soon.
+  if (!expected_.empty()) until = std::min(until, Clock::now() + std::chrono::milliseconds(1));
   std::this_thread::sleep_until(until);
 }
 

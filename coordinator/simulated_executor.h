@@ -8,6 +8,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -22,6 +23,34 @@ struct SimulatedModel {
   std::function<int32_t(const std::vector<int32_t>& tokens)> next_token;
 };
 
+// Carries KV transfers between simulated instances in one process: a prefill instance posts
+// the tokens its cache holds for the transfer's blocks, a decode instance takes them into its
+// cache. Faults for tests: transfers that never arrive, or arrive late.
+class SimulatedKvNetwork {
+ public:
+  void post(uint64_t transfer, std::vector<int32_t> tokens);
+  // The transfer's tokens once delivered (nullopt: not yet, or never).
+  std::optional<std::vector<int32_t>> take(uint64_t transfer);
+  void cancel(uint64_t transfer) { in_flight_.erase(transfer); }
+  void drop_next(int n) { drop_ = n; }
+  void stall_next(int n, double delay_s) {
+    stall_ = n;
+    stall_s_ = delay_s;
+  }
+  int64_t posted() const { return posted_; }
+
+ private:
+  struct Delivery {
+    std::vector<int32_t> tokens;
+    Clock::time_point ready;
+    bool dropped = false;
+  };
+  std::map<uint64_t, Delivery> in_flight_;
+  int drop_ = 0, stall_ = 0;
+  double stall_s_ = 0;
+  int64_t posted_ = 0;
+};
+
 struct SimulatedTiming {
   double base_s = 0;       // per step
   double per_token_s = 0;  // per scheduled token
@@ -32,8 +61,9 @@ float simulated_logit(const std::vector<int32_t>& tokens, int64_t v);
 
 class SimulatedExecutor final : public Executor {
  public:
+  // `network` (optional, shared by the instances of one test) carries KV transfers.
   SimulatedExecutor(int num_groups, int64_t num_blocks, int block_size, SimulatedModel model,
-                    SimulatedTiming timing = {});
+                    SimulatedTiming timing = {}, SimulatedKvNetwork* network = nullptr);
 
   std::string describe() const override { return "simulated instance"; }
   Status submit(const worker::StepCommand& command) override;
@@ -41,6 +71,11 @@ class SimulatedExecutor final : public Executor {
   void wait(double max_s) override;
   bool busy() const override { return pending_.has_value(); }
   Status shutdown() override;
+  Status expect_kv(const worker::KvRecvOrder& order) override;
+  Status send_kv(const worker::KvSendOrder& order) override;
+  Status cancel_kv(uint64_t transfer) override;
+  std::vector<KvTransferEvent> poll_kv() override;
+  std::string kv_missing(uint64_t transfer) const override;
 
   const std::vector<worker::StepCommand>& history() const { return history_; }
   // The next submitted step fails with `error` (as a lost worker would).
@@ -54,6 +89,8 @@ class SimulatedExecutor final : public Executor {
     int32_t token = 0;
   };
   Result<StepOutput> run(const worker::StepCommand& command);
+  // Posts the tokens the cache holds for a send order (checking they are the sequence's).
+  Status post(const worker::KvSendOrder& order);
 
   int block_size_;
   int64_t num_blocks_;
@@ -68,6 +105,8 @@ class SimulatedExecutor final : public Executor {
   std::optional<Pending> pending_;
   std::optional<Status> fail_next_;
   bool shut_down_ = false;
+  SimulatedKvNetwork* network_;
+  std::map<uint64_t, worker::KvRecvOrder> expected_;
 };
 
 }  // namespace sw::coordinator

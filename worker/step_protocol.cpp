@@ -55,6 +55,77 @@ Result<std::vector<moe::MoeLayerMetrics>> get_metrics(PayloadReader& r) {
   return ms;
 }
 
+void put_send_order(PayloadWriter& w, const KvSendOrder& o) {
+  w.u64(o.transfer).u32(static_cast<uint32_t>(o.dp_group)).u64(static_cast<uint64_t>(o.seq_id));
+  put_i32s(w, o.blocks);
+  w.u64(static_cast<uint64_t>(o.num_tokens));
+  w.u32(static_cast<uint32_t>(o.src_pool)).u32(static_cast<uint32_t>(o.dst_pool));
+  w.u32(static_cast<uint32_t>(o.dst_instance)).u32(static_cast<uint32_t>(o.dst_group));
+  put_i32s(w, std::vector<int32_t>(o.dst_ranks.begin(), o.dst_ranks.end()));
+  w.u32(static_cast<uint32_t>(o.dst_addresses.size()));
+  for (const auto& a : o.dst_addresses) w.str(a);
+  w.f64(o.timeout_s);
+}
+
+Result<int> get_index(PayloadReader& r, const char* what) {
+  SW_ASSIGN_OR_RETURN(uint32_t v, r.u32());
+  if (v > (1u << 20)) return data_loss("KV order: {} {} is out of range", what, v);
+  return static_cast<int>(v);
+}
+
+Result<KvSendOrder> get_send_order(PayloadReader& r, size_t payload_bytes) {
+  KvSendOrder o;
+  SW_ASSIGN_OR_RETURN(o.transfer, r.u64());
+  SW_ASSIGN_OR_RETURN(o.dp_group, get_index(r, "dp group"));
+  SW_ASSIGN_OR_RETURN(uint64_t seq, r.u64());
+  o.seq_id = static_cast<int64_t>(seq);
+  SW_ASSIGN_OR_RETURN(o.blocks, get_i32s(r));
+  SW_ASSIGN_OR_RETURN(uint64_t n, r.u64());
+  if (n > (uint64_t{1} << 40)) return data_loss("KV send order: {} tokens", n);
+  o.num_tokens = static_cast<int64_t>(n);
+  SW_ASSIGN_OR_RETURN(o.src_pool, get_index(r, "source pool"));
+  SW_ASSIGN_OR_RETURN(o.dst_pool, get_index(r, "destination pool"));
+  SW_ASSIGN_OR_RETURN(o.dst_instance, get_index(r, "destination instance"));
+  SW_ASSIGN_OR_RETURN(o.dst_group, get_index(r, "destination dp group"));
+  SW_ASSIGN_OR_RETURN(std::vector<int32_t> ranks, get_i32s(r));
+  o.dst_ranks.assign(ranks.begin(), ranks.end());
+  SW_ASSIGN_OR_RETURN(uint32_t na, r.u32());
+  if (na > payload_bytes) return data_loss("KV send order: {} addresses", na);
+  for (uint32_t i = 0; i < na; ++i) {
+    SW_ASSIGN_OR_RETURN(std::string a, r.str());
+    o.dst_addresses.push_back(std::move(a));
+  }
+  if (o.dst_addresses.size() != o.dst_ranks.size())
+    return data_loss("KV send order: {} addresses for {} ranks", o.dst_addresses.size(),
+                     o.dst_ranks.size());
+  SW_ASSIGN_OR_RETURN(o.timeout_s, r.f64());
+  return o;
+}
+
+void put_recv_order(PayloadWriter& w, const KvRecvOrder& o) {
+  w.u64(o.transfer).u32(static_cast<uint32_t>(o.dp_group)).u64(static_cast<uint64_t>(o.seq_id));
+  put_i32s(w, o.blocks);
+  w.u64(static_cast<uint64_t>(o.num_tokens));
+  w.u32(static_cast<uint32_t>(o.src_pool)).u32(static_cast<uint32_t>(o.dst_pool));
+  w.f64(o.timeout_s);
+}
+
+Result<KvRecvOrder> get_recv_order(PayloadReader& r) {
+  KvRecvOrder o;
+  SW_ASSIGN_OR_RETURN(o.transfer, r.u64());
+  SW_ASSIGN_OR_RETURN(o.dp_group, get_index(r, "dp group"));
+  SW_ASSIGN_OR_RETURN(uint64_t seq, r.u64());
+  o.seq_id = static_cast<int64_t>(seq);
+  SW_ASSIGN_OR_RETURN(o.blocks, get_i32s(r));
+  SW_ASSIGN_OR_RETURN(uint64_t n, r.u64());
+  if (n > (uint64_t{1} << 40)) return data_loss("KV receive order: {} tokens", n);
+  o.num_tokens = static_cast<int64_t>(n);
+  SW_ASSIGN_OR_RETURN(o.src_pool, get_index(r, "source pool"));
+  SW_ASSIGN_OR_RETURN(o.dst_pool, get_index(r, "destination pool"));
+  SW_ASSIGN_OR_RETURN(o.timeout_s, r.f64());
+  return o;
+}
+
 }  // namespace
 
 std::string encode_step_command(const StepCommand& c) {
@@ -76,6 +147,8 @@ std::string encode_step_command(const StepCommand& c) {
     for (const BlockCopy& cp : m.copies)
       w.u32(static_cast<uint32_t>(cp.src)).u32(static_cast<uint32_t>(cp.dst));
   }
+  w.u32(static_cast<uint32_t>(c.kv_sends.size()));
+  for (const KvSendOrder& o : c.kv_sends) put_send_order(w, o);
   return w.bytes();
 }
 
@@ -121,6 +194,13 @@ Result<StepCommand> decode_step_command(const std::string& payload) {
       cp.src = static_cast<int32_t>(src);
       cp.dst = static_cast<int32_t>(dst);
     }
+  }
+  SW_ASSIGN_OR_RETURN(uint32_t sends, r.u32());
+  if (sends > payload.size())
+    return data_loss("step command: {} KV sends in {} bytes", sends, payload.size());
+  for (uint32_t i = 0; i < sends; ++i) {
+    SW_ASSIGN_OR_RETURN(KvSendOrder o, get_send_order(r, payload.size()));
+    c.kv_sends.push_back(std::move(o));
   }
   if (!r.done()) return data_loss("step command: {} trailing bytes", payload.size());
   return c;
@@ -171,6 +251,84 @@ Result<StepReply> decode_step_reply(const std::string& payload) {
   SW_ASSIGN_OR_RETURN(rep.moe_metrics, get_metrics(r));
   if (!r.done()) return data_loss("step reply: trailing bytes");
   return rep;
+}
+
+std::string encode_kv_command(const KvCommand& c) {
+  PayloadWriter w;
+  w.u32(static_cast<uint32_t>(c.kind));
+  switch (c.kind) {
+    case KvCommand::Kind::kSend:
+      put_send_order(w, c.send);
+      break;
+    case KvCommand::Kind::kRecv:
+      put_recv_order(w, c.recv);
+      break;
+    case KvCommand::Kind::kCancel:
+      w.u64(c.transfer);
+      break;
+  }
+  return w.bytes();
+}
+
+Result<KvCommand> decode_kv_command(const std::string& payload) {
+  PayloadReader r(payload);
+  KvCommand c;
+  SW_ASSIGN_OR_RETURN(uint32_t kind, r.u32());
+  switch (kind) {
+    case 1: {
+      c.kind = KvCommand::Kind::kSend;
+      SW_ASSIGN_OR_RETURN(c.send, get_send_order(r, payload.size()));
+      break;
+    }
+    case 2: {
+      c.kind = KvCommand::Kind::kRecv;
+      SW_ASSIGN_OR_RETURN(c.recv, get_recv_order(r));
+      break;
+    }
+    case 3: {
+      c.kind = KvCommand::Kind::kCancel;
+      SW_ASSIGN_OR_RETURN(c.transfer, r.u64());
+      break;
+    }
+    default:
+      return data_loss("KV command of unknown kind {}", kind);
+  }
+  if (!r.done()) return data_loss("KV command: trailing bytes");
+  return c;
+}
+
+std::string encode_kv_done(const KvDone& d) {
+  PayloadWriter w;
+  w.u64(d.transfer)
+      .u32(static_cast<uint32_t>(d.stage))
+      .u32(static_cast<uint32_t>(d.tp))
+      .u32(static_cast<uint32_t>(d.dp_group))
+      .u32(d.ok ? 1 : 0);
+  w.str(d.error);
+  w.u64(static_cast<uint64_t>(d.bytes))
+      .u64(static_cast<uint64_t>(d.first_part_us))
+      .u64(static_cast<uint64_t>(d.done_us));
+  return w.bytes();
+}
+
+Result<KvDone> decode_kv_done(const std::string& payload) {
+  PayloadReader r(payload);
+  KvDone d;
+  SW_ASSIGN_OR_RETURN(d.transfer, r.u64());
+  SW_ASSIGN_OR_RETURN(d.stage, get_index(r, "stage"));
+  SW_ASSIGN_OR_RETURN(d.tp, get_index(r, "tp rank"));
+  SW_ASSIGN_OR_RETURN(d.dp_group, get_index(r, "dp group"));
+  SW_ASSIGN_OR_RETURN(uint32_t ok, r.u32());
+  d.ok = ok != 0;
+  SW_ASSIGN_OR_RETURN(d.error, r.str());
+  SW_ASSIGN_OR_RETURN(uint64_t bytes, r.u64());
+  SW_ASSIGN_OR_RETURN(uint64_t first, r.u64());
+  SW_ASSIGN_OR_RETURN(uint64_t done, r.u64());
+  d.bytes = static_cast<int64_t>(bytes);
+  d.first_part_us = static_cast<int64_t>(first);
+  d.done_us = static_cast<int64_t>(done);
+  if (!r.done()) return data_loss("KV done: trailing bytes");
+  return d;
 }
 
 }  // namespace sw::worker

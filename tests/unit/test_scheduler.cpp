@@ -59,12 +59,21 @@ std::vector<int32_t> prompt(int n, int salt = 0) {
   return p;
 }
 
-InstanceSpec instance(int64_t blocks, int block_size = 4, int groups = 1) {
+InstanceSpec instance(int64_t blocks, int block_size = 4, int groups = 1,
+                      InstanceRole role = InstanceRole::kMixed) {
   InstanceSpec s;
   s.num_kv_blocks = blocks;
   s.kv_block_size = block_size;
   s.num_kv_groups = groups;
+  s.role = role;
+  s.pool = role == InstanceRole::kDecode ? 1 : 0;
   return s;
+}
+InstanceSpec prefill(int64_t blocks, int groups = 1) {
+  return instance(blocks, 4, groups, InstanceRole::kPrefill);
+}
+InstanceSpec decode(int64_t blocks, int groups = 1) {
+  return instance(blocks, 4, groups, InstanceRole::kDecode);
 }
 
 SchedulerOptions options(int64_t budget, int max_seqs = 256,
@@ -80,6 +89,7 @@ SchedulerOptions options(int64_t budget, int max_seqs = 256,
 
 struct Harness {
   SimulatedModel model;
+  SimulatedKvNetwork network;  // carries KV between prefill and decode instances
   std::unique_ptr<Engine> engine;
   std::vector<SimulatedExecutor*> sims;
 
@@ -91,7 +101,8 @@ struct Harness {
     engine = std::make_unique<Engine>(fake_model(eos), eo);
     for (const InstanceSpec& spec : instances) {
       auto sim = std::make_unique<SimulatedExecutor>(spec.num_kv_groups, spec.num_kv_blocks,
-                                                     spec.kv_block_size, model);
+                                                     spec.kv_block_size, model, SimulatedTiming{},
+                                                     &network);
       sims.push_back(sim.get());
       engine->add_instance(spec, std::move(sim));
     }
@@ -494,6 +505,187 @@ TEST(EngineLoad, ThousandRequestsArrivingOverTimeThroughTightPools) {
   EXPECT_GT(preempted, 10) << "the pools were meant to be tight";
   EXPECT_GT(h.history(0).size(), 50u);
   EXPECT_GT(h.history(1).size(), 50u);
+  EXPECT_TRUE(h.all_free());
+}
+
+// ---- disaggregation ------------------------------------------------------------------------
+
+SchedulerOptions disagg(int64_t budget, double timeout_s = 30,
+                        TransferFailurePolicy policy = TransferFailurePolicy::kRecompute) {
+  SchedulerOptions o = options(budget);
+  o.kv_transfer_timeout_s = timeout_s;
+  o.on_transfer_failure = policy;
+  return o;
+}
+
+// queued -> prefilling (prefill instance) -> transferring (KV leaves with the prefill step;
+// the prefill blocks stay held until the decode side has everything) -> decoding (decode
+// instance, its own blocks) -> finished.
+TEST(EngineDisaggregation, ARequestPassesThroughTransferring) {
+  Harness h(disagg(64), {prefill(100), decode(100)});
+  h.network.stall_next(1, 0.05);  // long enough to see `transferring`
+  const int64_t a = h.add(prompt(6, 1), 4);
+  h.step();
+  EXPECT_EQ(h.state(a), RequestState::kPrefilling);
+  EXPECT_EQ(h.req(a).instance, 0);
+  ASSERT_EQ(h.history(0).size(), 1u);
+  ASSERT_EQ(h.history(0)[0].kv_sends.size(), 1u) << "the KV leaves with the prefill step";
+  EXPECT_EQ(h.history(0)[0].kv_sends[0].num_tokens, 6);
+  h.step();
+  EXPECT_EQ(h.state(a), RequestState::kTransferring);
+  EXPECT_EQ(h.req(a).output_ids.size(), 1u) << "the first token comes from the prefill";
+  EXPECT_LT(h.engine->scheduler().kv().num_free_blocks(0), 100) << "prefill blocks held";
+  EXPECT_LT(h.engine->scheduler().kv().num_free_blocks(1), 100) << "decode blocks reserved";
+  while (h.state(a) == RequestState::kTransferring) h.step();
+  EXPECT_EQ(h.state(a), RequestState::kDecoding);
+  EXPECT_EQ(h.req(a).instance, 1);
+  EXPECT_EQ(h.engine->scheduler().kv().num_free_blocks(0), 100) << "freed after the ack";
+  h.run_to_end();
+  EXPECT_EQ(h.state(a), RequestState::kFinished);
+  EXPECT_EQ(h.req(a).output_ids, expected_tokens(h.model, prompt(6, 1), 4));
+  EXPECT_GT(h.req(a).kv_bytes, 0);
+  EXPECT_EQ(h.engine->scheduler().stats().kv_transfers, 1);
+  EXPECT_EQ(h.history(0).size(), 1u) << "the prefill instance ran the prefill only";
+  for (const auto& c : h.history(1)) EXPECT_TRUE(c.kv_sends.empty());
+  EXPECT_TRUE(h.all_free());
+}
+
+// The decode pool holds one of the two requests at a time (3 blocks of 4; each needs 2 for its
+// prompt and 3 in all): B's prefill finishes, B waits in `transferring` with its prefill blocks
+// held, and its KV is sent on its own (not within a step) once A has finished.
+TEST(EngineDisaggregation, NoDecodeRoomWaitsInTransferringThenSendsAlone) {
+  Harness h(disagg(64), {prefill(100), decode(3)});
+  const int64_t a = h.add(prompt(6, 1), 4), b = h.add(prompt(6, 2), 4);
+  h.step();
+  ASSERT_EQ(h.history(0).back().kv_sends.size(), 1u) << "room for A's KV only";
+  h.step();
+  EXPECT_EQ(h.state(a), RequestState::kDecoding);
+  EXPECT_EQ(h.state(b), RequestState::kTransferring);
+  bool b_waited_while_a_decoded = false;
+  while (h.state(b) == RequestState::kTransferring) {
+    b_waited_while_a_decoded |= h.state(a) == RequestState::kDecoding;
+    h.step();
+  }
+  EXPECT_TRUE(b_waited_while_a_decoded);
+  EXPECT_EQ(h.state(a), RequestState::kFinished);
+  h.run_to_end();
+  EXPECT_EQ(h.history(0).size(), 1u) << "B's KV was sent by itself, not by a step";
+  EXPECT_EQ(h.network.posted(), 2);
+  EXPECT_EQ(h.req(a).output_ids, expected_tokens(h.model, prompt(6, 1), 4));
+  EXPECT_EQ(h.req(b).output_ids, expected_tokens(h.model, prompt(6, 2), 4));
+  EXPECT_TRUE(h.all_free());
+}
+
+// A stalled transfer past kv_transfer_timeout_s: under `fail` the request ends with an error
+// naming both instances and the ranks that never answered, the others are served, and both
+// sides' blocks are freed; under `recompute` it is prefilled again and gets its tokens.
+TEST(EngineDisaggregation, AStalledTransferFailsOrIsRecomputedByPolicy) {
+  for (auto policy : {TransferFailurePolicy::kFail, TransferFailurePolicy::kRecompute}) {
+    SCOPED_TRACE(transfer_failure_policy_name(policy));
+    Harness h(disagg(64, 0.2, policy), {prefill(100), decode(100)});
+    h.network.stall_next(1, 30);
+    const auto t0 = Clock::now();
+    const int64_t a = h.add(prompt(5, 1), 3), b = h.add(prompt(7, 2), 3);
+    while (h.engine->has_unfinished()) ASSERT_TRUE(h.engine->step(0.01).ok());
+    const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
+    EXPECT_GE(waited, 0.2);
+    EXPECT_LT(waited, 5.0) << "bounded by the deadline, not the stall";
+    EXPECT_EQ(h.req(b).output_ids, expected_tokens(h.model, prompt(7, 2), 3));
+    EXPECT_EQ(h.engine->scheduler().stats().kv_transfer_failures, 1);
+    if (policy == TransferFailurePolicy::kFail) {
+      EXPECT_EQ(h.state(a), RequestState::kFailed);
+      const std::string& e = h.req(a).error;
+      EXPECT_NE(e.find("from instance 0 to instance 1 was not acknowledged within 0.2 s"),
+                std::string::npos)
+          << e;
+      EXPECT_NE(e.find("ranks that did not answer: [simulated rank]"), std::string::npos) << e;
+    } else {
+      EXPECT_EQ(h.state(a), RequestState::kFinished);
+      EXPECT_EQ(h.req(a).num_preemptions, 1);
+      EXPECT_EQ(h.req(a).output_ids, expected_tokens(h.model, prompt(5, 1), 3));
+    }
+    EXPECT_TRUE(h.all_free());
+  }
+}
+
+TEST(EngineDisaggregation, AbortInTransferringFreesBothSides) {
+  Harness h(disagg(64), {prefill(50), decode(50)});
+  h.network.stall_next(1, 30);
+  const int64_t a = h.add(prompt(9, 1), 5);
+  while (h.state(a) != RequestState::kTransferring) h.step();
+  EXPECT_LT(h.engine->scheduler().kv().num_free_blocks(0), 50);
+  EXPECT_LT(h.engine->scheduler().kv().num_free_blocks(1), 50);
+  ASSERT_TRUE(h.engine->abort(a).ok());
+  EXPECT_EQ(h.state(a), RequestState::kAborted);
+  EXPECT_TRUE(h.all_free()) << "prefill and decode blocks freed at once";
+  h.step();
+  EXPECT_FALSE(h.engine->scheduler().transfers_pending());
+  // A later request reuses the freed blocks and gets its tokens.
+  const int64_t b = h.add(prompt(9, 2), 5);
+  h.run_to_end();
+  EXPECT_EQ(h.req(b).output_ids, expected_tokens(h.model, prompt(9, 2), 5));
+}
+
+// Decode instances preempt like any other when their blocks run out; the youngest recomputes
+// there, and every request still gets its tokens.
+TEST(EngineDisaggregation, DecodeSidePreemptionRecomputesOnTheDecodeInstance) {
+  Harness h(disagg(64), {prefill(100), decode(7)});
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(h.add(prompt(4, i), 8));
+  h.run_to_end();
+  int preempted = 0;
+  for (int64_t id : ids) {
+    EXPECT_EQ(h.req(id).output_ids, expected_tokens(h.model, h.req(id).spec.prompt_ids, 8));
+    EXPECT_EQ(h.req(id).instance, 1);
+    preempted += h.req(id).num_preemptions;
+  }
+  EXPECT_GT(preempted, 0);
+  EXPECT_TRUE(h.all_free());
+}
+
+// A decode instance is lost while its request decodes: the request starts over (prefill
+// again, transfer to the other decode instance) and gets its tokens.
+TEST(EngineDisaggregation, ALostDecodeInstancesRequestsArePrefilledAgain) {
+  Harness h(disagg(64), {prefill(100), decode(100), decode(100)});
+  const int64_t a = h.add(prompt(5, 1), 6);
+  while (h.state(a) != RequestState::kDecoding) h.step();
+  const int first = h.req(a).instance;
+  h.sims[static_cast<size_t>(first)]->fail_next_step(unavailable("rank 9 lost"));
+  h.run_to_end();
+  EXPECT_EQ(h.state(a), RequestState::kFinished);
+  EXPECT_NE(h.req(a).instance, first);
+  EXPECT_EQ(h.req(a).num_preemptions, 1);
+  EXPECT_EQ(h.req(a).output_ids, expected_tokens(h.model, prompt(5, 1), 6));
+  EXPECT_FALSE(h.engine->health().ok());
+}
+
+// 1000 requests over time through a prefill instance and two decode instances (dp 2 each)
+// whose pools force preemption on the decode side: every request gets exactly its tokens.
+TEST(EngineDisaggregation, ThousandRequestsThroughTightDecodePools) {
+  Harness h(disagg(48), {prefill(96, 2), decode(24, 2), decode(24, 2)});
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> prompt_len(1, 60), new_len(1, 30);
+  std::poisson_distribution<int> arrivals(1.0);
+  std::vector<int64_t> ids;
+  std::map<int64_t, std::vector<int32_t>> streamed;
+  while (ids.size() < 1000 || h.engine->has_unfinished() || h.engine->busy()) {
+    for (int n = ids.size() < 1000 ? arrivals(rng) : 0; n > 0 && ids.size() < 1000; --n)
+      ids.push_back(h.add(prompt(prompt_len(rng), static_cast<int>(ids.size())), new_len(rng)));
+    for (const RequestOutput& o : h.step())
+      streamed[o.id].insert(streamed[o.id].end(), o.new_tokens.begin(), o.new_tokens.end());
+  }
+  int64_t preempted = 0, moved = 0;
+  for (int64_t id : ids) {
+    const Request& r = h.req(id);
+    ASSERT_EQ(r.state, RequestState::kFinished) << "request " << id << ": " << r.error;
+    ASSERT_EQ(r.output_ids, expected_tokens(h.model, r.spec.prompt_ids, r.spec.max_new_tokens))
+        << "request " << id;
+    EXPECT_EQ(streamed[id], r.output_ids);
+    preempted += r.num_preemptions;
+    moved += r.spec.max_new_tokens > 1 ? 1 : 0;
+  }
+  EXPECT_GT(preempted, 10);
+  EXPECT_GE(h.engine->scheduler().stats().kv_transfers, moved);
   EXPECT_TRUE(h.all_free());
 }
 
