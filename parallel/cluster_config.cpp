@@ -5,6 +5,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <fstream>
@@ -348,6 +349,11 @@ Result<ClusterConfig> parse_cluster_config(const std::string& yaml_text,
     return invalid_argument("{}: after SHARDWISE_* environment overrides: {}", source,
                             env.message());
   return c;
+}
+
+bool ClusterConfig::disaggregated() const {
+  return std::any_of(pools.begin(), pools.end(),
+                     [](const PoolSpec& p) { return p.kind != PoolKind::kMixed; });
 }
 
 Result<ClusterConfig> load_cluster_config(const std::string& path) {

@@ -63,6 +63,17 @@ struct MoeSection {
   moe::PriorityScore priority_score = moe::PriorityScore::kRouter;
 };
 
+// Prefill/decode pools (coordinator/scheduler.h, worker/kv_transfer_agent.h).
+struct DisaggregationSection {
+  double kv_transfer_timeout_s = 30;              // cluster.kv_transfer_timeout_s
+  std::string on_transfer_failure = "recompute";  // recompute | fail
+  std::string kv_host = "127.0.0.1";  // address a rank's KV transport binds and advertises
+  // Fault injection, for tests only: transfers to `fault_decode_rank` are dropped or stalled.
+  std::string fault_mode = "none";  // none | drop | stall
+  int fault_decode_rank = -1;
+  double fault_stall_s = 0;
+};
+
 struct ClusterConfig {
   std::string source;  // file path, for messages
   ModelSection model;
@@ -71,7 +82,9 @@ struct ClusterConfig {
   comm::CommOptions comm;       // cluster: ranks_per_node, comm_backend, all_to_all, timeout_s, ...
   std::vector<PoolSpec> pools;  // either one kMixed, or kPrefill then kDecode
   MoeSection moe;
-  int world_size() const;  // 1 (coordinator) + ranks of every pool
+  DisaggregationSection disaggregation;
+  bool disaggregated() const;  // prefill and decode pools
+  int world_size() const;      // 1 (coordinator) + ranks of every pool
 };
 
 Result<ClusterConfig> parse_cluster_config(const std::string& yaml_text, const std::string& source);

@@ -13,10 +13,12 @@
 #if SHARDWISE_COMM_HAVE_NCCL
 #include "comm/nccl/nccl_comm.h"
 #endif
+#include "comm/kv_transport.h"
 #include "model/weight_source.h"
 #include "parallel/distributed_forward.h"
 #include "parallel/partitioner.h"
 #include "parallel/rank_layout.h"
+#include "worker/kv_transfer_agent.h"
 #include "worker/step_protocol.h"
 #include "worker/step_thread.h"
 
@@ -185,8 +187,27 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
   const std::string who = fmt::format("rank {} (stage {}, dp {}, tp {})", rt.rank(), rp.coord.stage,
                                       rp.coord.dp, rp.coord.tp);
   SW_ASSIGN_OR_RETURN(auto channel, comm::ControlChannel::worker(rt.cluster.comm, endpoint, id));
+  // Disaggregation: this rank's KV transport, whose address the coordinator passes on to the
+  // ranks that send here (the info message follows the hello).
+  std::unique_ptr<comm::KvTransport> transport;
+  std::unique_ptr<KvTransferAgent> kv;
+  if (rt.cluster.disaggregated()) {
+    const auto& d = rt.cluster.disaggregation;
+    comm::KvTransportOptions to;
+    to.host = d.kv_host;
+    SW_ASSIGN_OR_RETURN(transport, comm::make_kv_transport(to));
+    KvFault fault;
+    fault.mode = d.fault_mode == "drop"    ? KvFault::Mode::kDrop
+                 : d.fault_mode == "stall" ? KvFault::Mode::kStall
+                                           : KvFault::Mode::kNone;
+    fault.decode_rank = d.fault_decode_rank;
+    fault.stall_s = d.fault_stall_s;
+    kv = std::make_unique<KvTransferAgent>(rt.plan, rt.rank(), *engine.runner, *transport, fault);
+  }
+  SW_RETURN_IF_ERROR(
+      channel->send("", comm::MessageType::kInfo, 0, transport ? transport->address() : ""));
   // Steps run on their own thread so this one keeps the heartbeats going through a long step
-  // (a collective waiting for a slow peer included).
+  // (a collective waiting for a slow peer included), and moves KV between steps.
   StepThread& steps = *engine.steps;
   uint64_t request = 0;  // of the step in flight
   bool collect = false;
@@ -194,6 +215,7 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
     uint64_t request;
     bool collect;
     StepMetadata meta;
+    std::vector<KvSendOrder> kv_sends;
   };
   std::deque<Queued> queued;
   // Anything that stops this rank is reported to the coordinator before the loop ends.
@@ -204,6 +226,7 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
   };
   while (true) {
     if (auto done = steps.poll()) {
+      if (kv) kv->disarm();
       if (!done->ok()) return fail(done->status(), request);
       StepResult& result = done->value();
       // The last stage's tp-rank-0 of each dp group replies with its tokens; with metrics on,
@@ -230,13 +253,21 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
         SW_RETURN_IF_ERROR(channel->send("", comm::MessageType::kResult, request, payload));
       }
     }
+    // KV moves between steps (the cache is this thread's only while no step runs).
+    if (kv) {
+      for (const KvDone& d : kv->progress(!steps.busy(), 0))
+        SW_RETURN_IF_ERROR(
+            channel->send("", comm::MessageType::kKvDone, d.transfer, encode_kv_done(d)));
+    }
     if (!steps.busy() && !queued.empty()) {
       request = queued.front().request;
       collect = queued.front().collect;
+      if (kv) kv->arm(queued.front().kv_sends);  // layers leave as the step writes them
       SW_RETURN_IF_ERROR(steps.submit(std::move(queued.front().meta), collect));
       queued.pop_front();
     }
-    SW_ASSIGN_OR_RETURN(auto msg, channel->receive(steps.busy() ? 0.002 : 0.5));
+    const bool active = steps.busy() || (kv && kv->busy());
+    SW_ASSIGN_OR_RETURN(auto msg, channel->receive(active ? 0.002 : 0.5));
     if (!msg) {
       // Same rule as the coordinator's: silent for interval x misses means gone. A step stuck
       // in a collective cannot be interrupted, so the error ends the job.
@@ -251,6 +282,20 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
       while (steps.busy() && !steps.poll()) steps.wait(rt.cluster.comm.timeout_s);
       return Status();
     }
+    if (msg->type == comm::MessageType::kKv) {
+      auto c = decode_kv_command(msg->payload);
+      if (!c.ok()) return fail(c.status(), msg->request_id);
+      if (!kv)
+        return fail(invalid_argument("a KV command, but this job has no prefill/decode "
+                                     "pools"),
+                    msg->request_id);
+      switch (c->kind) {
+        case KvCommand::Kind::kSend: kv->queue_send(std::move(c->send)); break;
+        case KvCommand::Kind::kRecv: kv->expect(c->recv); break;
+        case KvCommand::Kind::kCancel: kv->cancel(c->transfer); break;
+      }
+      continue;
+    }
     if (msg->type != comm::MessageType::kCommand) continue;
     auto cmd = decode_step_command(msg->payload);
     if (!cmd.ok()) return fail(cmd.status(), msg->request_id);
@@ -261,7 +306,8 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
     // Ranks that do not reply (earlier stages) may still be finishing the previous step when
     // the next arrives: steps queue up and run in order.
     queued.push_back({msg->request_id, cmd->collect_moe_metrics,
-                      std::move(cmd->groups[static_cast<size_t>(rp.coord.dp)])});
+                      std::move(cmd->groups[static_cast<size_t>(rp.coord.dp)]),
+                      std::move(cmd->kv_sends)});
   }
 }
 

@@ -280,6 +280,12 @@ Result<StepResult> ModelRunner::execute(const StepMetadata& meta) {
 }
 
 Result<StepResult> ModelRunner::execute_microbatch(const StepMetadata& meta) {
+  // The layer hook sees this micro-batch while (and only while) it is computed.
+  struct MetaScope {
+    const StepMetadata*& slot;
+    ~MetaScope() { slot = nullptr; }
+  } meta_scope{current_meta_};
+  current_meta_ = &meta;
   auto& b = backend_;
   const auto& c = config_;
   const ShardSpec& sh = weights_.shard;
@@ -638,6 +644,7 @@ Status ModelRunner::run_layer(int li, const Batch& bt, Tensor& hidden, Tensor& r
   Tensor q3 = q.reshape({T, Hq, D}), k3 = k.reshape({T, Hk, D}), v3 = v.reshape({T, Hk, D});
   SW_RETURN_IF_ERROR(b.rope(q3, k3, bt.positions, inv_freq_, kernels::RopeLayout::kNeox));
   SW_RETURN_IF_ERROR(b.kv_cache_write(k3, v3, bt.slots, k_cache_[li], v_cache_[li]));
+  if (layer_hook_ && current_meta_) layer_hook_(global_layer, *current_meta_);
   Tensor attn = b.alloc({T, Hq, D}, dtype_);
   kernels::AttentionParams ap{1.0f / std::sqrt(static_cast<float>(D))};
   if (bt.num_decode > 0) {
@@ -665,6 +672,104 @@ Status ModelRunner::run_layer(int li, const Batch& bt, Tensor& hidden, Tensor& r
     SW_RETURN_IF_ERROR(b.gemm(act, w.down_w, hidden));
     if (par_) SW_RETURN_IF_ERROR(par_->tp_all_reduce(hidden));
   }
+  return Status();
+}
+
+namespace {
+
+// One block's K or V: [block_size, kv heads, head_dim] elements of `element` bytes.
+struct KvSlice {
+  int64_t block_size, heads, head_dim, head_offset, num_heads, element;
+  int64_t row_bytes() const { return num_heads * head_dim * element; }
+  int64_t block_bytes() const { return block_size * row_bytes(); }
+  int64_t src_offset(int64_t slot) const {
+    return ((slot * heads + head_offset) * head_dim) * element;
+  }
+};
+
+}  // namespace
+
+Status ModelRunner::export_kv(int layer, int head_begin, int head_end,
+                              const std::vector<int32_t>& blocks, std::string* out) {
+  const ShardSpec& sh = weights_.shard;
+  if (layer < sh.layer_begin || layer >= sh.layer_end || head_begin < sh.kv_head_begin ||
+      head_end > sh.kv_head_end || head_begin >= head_end)
+    return invalid_argument(
+        "export_kv: layer {} heads [{}, {}) are not all held here (layers [{}, {}), KV heads "
+        "[{}, {}))",
+        layer, head_begin, head_end, sh.layer_begin, sh.layer_end, sh.kv_head_begin,
+        sh.kv_head_end);
+  for (int32_t b : blocks)
+    if (b < 0 || b >= num_blocks_)
+      return invalid_argument("export_kv: block {} outside the cache of {}", b, num_blocks_);
+  const KvSlice sl{block_size_,           sh.num_kv_heads(),
+                   config_.head_dim,      head_begin - sh.kv_head_begin,
+                   head_end - head_begin, static_cast<int64_t>(dtype_size(dtype_))};
+  const int li = layer - sh.layer_begin;
+  out->resize(static_cast<size_t>(2 * static_cast<int64_t>(blocks.size()) * sl.block_bytes()));
+  char* dst = out->data();
+  const bool host = backend_.device() == Device::kCpu;
+  Tensor staging;
+  if (!host) staging = Tensor::empty({1, block_size_, sh.num_kv_heads(), config_.head_dim}, dtype_);
+  for (Tensor* cache : {&k_cache_[li], &v_cache_[li]}) {
+    for (int32_t b : blocks) {
+      Tensor row = cache->rows(b, b + 1);
+      const char* src = static_cast<const char*>(row.data());
+      if (!host) {
+        SW_RETURN_IF_ERROR(backend_.copy(row, staging));  // complete when it returns
+        src = static_cast<const char*>(staging.data());
+      }
+      for (int64_t slot = 0; slot < block_size_; ++slot) {
+        std::memcpy(dst, src + sl.src_offset(slot), static_cast<size_t>(sl.row_bytes()));
+        dst += sl.row_bytes();
+      }
+    }
+  }
+  return Status();
+}
+
+Status ModelRunner::import_kv(int layer, int head_begin, int head_end,
+                              const std::vector<int32_t>& blocks, std::string_view bytes) {
+  const ShardSpec& sh = weights_.shard;
+  if (layer < sh.layer_begin || layer >= sh.layer_end || head_begin < sh.kv_head_begin ||
+      head_end > sh.kv_head_end || head_begin >= head_end)
+    return invalid_argument(
+        "import_kv: layer {} heads [{}, {}) are not all held here (layers [{}, {}), KV heads "
+        "[{}, {}))",
+        layer, head_begin, head_end, sh.layer_begin, sh.layer_end, sh.kv_head_begin,
+        sh.kv_head_end);
+  for (int32_t b : blocks)
+    if (b < 0 || b >= num_blocks_)
+      return invalid_argument("import_kv: block {} outside the cache of {}", b, num_blocks_);
+  const KvSlice sl{block_size_,           sh.num_kv_heads(),
+                   config_.head_dim,      head_begin - sh.kv_head_begin,
+                   head_end - head_begin, static_cast<int64_t>(dtype_size(dtype_))};
+  const int64_t want = 2 * static_cast<int64_t>(blocks.size()) * sl.block_bytes();
+  if (static_cast<int64_t>(bytes.size()) != want)
+    return invalid_argument(
+        "import_kv: {} bytes for {} blocks of layer {} heads [{}, {}), expected {}", bytes.size(),
+        blocks.size(), layer, head_begin, head_end, want);
+  const int li = layer - sh.layer_begin;
+  const char* src = bytes.data();
+  const bool host = backend_.device() == Device::kCpu;
+  Tensor staging;
+  if (!host) staging = Tensor::empty({1, block_size_, sh.num_kv_heads(), config_.head_dim}, dtype_);
+  for (Tensor* cache : {&k_cache_[li], &v_cache_[li]}) {
+    for (int32_t b : blocks) {
+      Tensor row = cache->rows(b, b + 1);
+      char* dst = static_cast<char*>(row.data());
+      if (!host) {
+        if (sl.num_heads != sl.heads) SW_RETURN_IF_ERROR(backend_.copy(row, staging));
+        dst = static_cast<char*>(staging.data());
+      }
+      for (int64_t slot = 0; slot < block_size_; ++slot) {
+        std::memcpy(dst + sl.src_offset(slot), src, static_cast<size_t>(sl.row_bytes()));
+        src += sl.row_bytes();
+      }
+      if (!host) SW_RETURN_IF_ERROR(backend_.copy(staging, row));
+    }
+  }
+  if (!host) SW_RETURN_IF_ERROR(backend_.synchronize());  // the staging buffer is reused
   return Status();
 }
 

@@ -7,8 +7,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -77,6 +80,20 @@ class ModelRunner {
   // Bytes of one KV block over every local layer (K and V).
   int64_t kv_block_bytes() const;
 
+  // Disaggregation. K and V of global layer `layer` and global KV heads [head_begin, head_end)
+  // (all held by this shard) in `blocks`, as [K|V][block][slot][head][head_dim] in the cache
+  // dtype. Call between steps, or from the layer hook (the step's own thread).
+  Status export_kv(int layer, int head_begin, int head_end, const std::vector<int32_t>& blocks,
+                   std::string* out);
+  // Writes what export_kv produced (for the same layer, heads and number of blocks) into
+  // `blocks`. Call between steps; the size must match exactly.
+  Status import_kv(int layer, int head_begin, int head_end, const std::vector<int32_t>& blocks,
+                   std::string_view bytes);
+  // Called on the step's thread right after each layer has written its KV, with the global
+  // layer and the micro-batch being computed (so KV can leave while later layers run).
+  using LayerHook = std::function<void(int layer, const StepMetadata& microbatch)>;
+  void set_layer_hook(LayerHook hook) { layer_hook_ = std::move(hook); }
+
  private:
   struct Batch;  // device metadata of one step
   Status check_metadata(const StepMetadata& meta) const;
@@ -113,6 +130,8 @@ class ModelRunner {
   Tensor inv_freq_;
   DType dtype_;
   bool collect_moe_metrics_ = false;
+  LayerHook layer_hook_;
+  const StepMetadata* current_meta_ = nullptr;  // the micro-batch being computed
   moe::MoeOptions moe_options_;
   kernels::Workspace workspace_;
 

@@ -257,15 +257,9 @@ std::string encode_kv_command(const KvCommand& c) {
   PayloadWriter w;
   w.u32(static_cast<uint32_t>(c.kind));
   switch (c.kind) {
-    case KvCommand::Kind::kSend:
-      put_send_order(w, c.send);
-      break;
-    case KvCommand::Kind::kRecv:
-      put_recv_order(w, c.recv);
-      break;
-    case KvCommand::Kind::kCancel:
-      w.u64(c.transfer);
-      break;
+    case KvCommand::Kind::kSend: put_send_order(w, c.send); break;
+    case KvCommand::Kind::kRecv: put_recv_order(w, c.recv); break;
+    case KvCommand::Kind::kCancel: w.u64(c.transfer); break;
   }
   return w.bytes();
 }
@@ -290,8 +284,7 @@ Result<KvCommand> decode_kv_command(const std::string& payload) {
       SW_ASSIGN_OR_RETURN(c.transfer, r.u64());
       break;
     }
-    default:
-      return data_loss("KV command of unknown kind {}", kind);
+    default: return data_loss("KV command of unknown kind {}", kind);
   }
   if (!r.done()) return data_loss("KV command: trailing bytes");
   return c;

@@ -28,6 +28,9 @@ const char* message_type_name(MessageType t) {
     case MessageType::kResult: return "result";
     case MessageType::kShutdown: return "shutdown";
     case MessageType::kError: return "error";
+    case MessageType::kInfo: return "info";
+    case MessageType::kKv: return "kv";
+    case MessageType::kKvDone: return "kv-done";
   }
   return nullptr;
 }

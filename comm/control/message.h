@@ -12,8 +12,8 @@
 
 namespace sw::comm {
 
-constexpr uint32_t kControlMagic = 0x4D435753;  // "SWCM"
-constexpr uint16_t kControlProtocolVersion = 1;
+constexpr uint32_t kControlMagic = 0x4D435753;   // "SWCM"
+constexpr uint16_t kControlProtocolVersion = 2;  // 2: KV-transfer messages, info, KV sends in steps
 constexpr size_t kControlHeaderBytes = 20;
 
 enum class MessageType : uint16_t {
@@ -23,6 +23,9 @@ enum class MessageType : uint16_t {
   kResult = 4,     // worker -> coordinator
   kShutdown = 5,
   kError = 6,
+  kInfo = 7,    // worker -> coordinator after hello; payload: its KV transport address
+  kKv = 8,      // coordinator -> worker: send, expect or cancel a KV transfer
+  kKvDone = 9,  // worker -> coordinator: a KV transfer is in this rank's cache, or failed
 };
 const char* message_type_name(MessageType t);
 

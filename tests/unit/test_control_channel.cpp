@@ -138,7 +138,7 @@ TEST(ControlChannel, MalformedMessagesAreRejectedAndTheChannelKeepsWorking) {
   raw.connect((*coord)->endpoint());
   std::string good = encode_message(MessageType::kResult, 5, "fine");
   std::string wrong_version = good;
-  wrong_version[4] = 2;
+  wrong_version[4] = 9;
   std::vector<std::string> bad = {"xy", std::string(40, '\0'), wrong_version, good + "extra",
                                   encode_message(MessageType::kResult, 6, std::string(5000, 'z'))};
   for (const auto& b : bad) raw.send(zmq::buffer(b), zmq::send_flags::none);
