@@ -50,7 +50,14 @@ Tensor::Tensor(void* data, Shape shape, DType dtype, Device device, std::shared_
       storage_(std::move(storage)) {}
 
 Tensor Tensor::uninitialized(Shape shape, DType dtype) {
-  size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+  // A shape whose byte size does not fit (negative dims, or a product past 2^63) would wrap to
+  // a small allocation that the tensor then claims to be huge: refuse it as unallocatable.
+  size_t bytes = dtype_size(dtype);
+  for (int64_t d : shape) {
+    if (d < 0 || (d > 0 && bytes > (static_cast<size_t>(INT64_MAX) - 63) / static_cast<size_t>(d)))
+      throw std::bad_alloc();
+    bytes *= static_cast<size_t>(d);
+  }
   size_t alloc = (bytes + 63) / 64 * 64;
   if (alloc == 0) alloc = 64;
   void* p = std::aligned_alloc(64, alloc);

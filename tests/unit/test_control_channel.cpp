@@ -41,6 +41,25 @@ TEST(ControlMessage, EncodeDecodeRoundTrip) {
   EXPECT_FALSE(r.u32().ok());  // truncated payload read is an error, not a crash
 }
 
+// A count read from the wire must be checked against the bytes that follow before anything
+// is sized with it (the fuzzer found decoders allocating 4 billion elements for 20 bytes).
+TEST(ControlMessage, CountsAreBoundedByTheBytesLeft) {
+  std::string payload = PayloadWriter().u32(3).u64(1).u64(2).u64(3).u32(0xffffffffu).bytes();
+  PayloadReader r(payload);
+  auto n = r.count(8, "values");
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(*n, 3u);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(r.u64().ok());
+  auto huge = r.count(1, "experts");
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().message(),
+            "control payload: 4294967295 experts at byte 28 cannot fit in the 0 bytes left (1 "
+            "bytes each at least)");
+  EXPECT_EQ(r.remaining(), 0u);
+  PayloadReader short_read(payload.substr(0, 2));
+  EXPECT_FALSE(short_read.count(8, "values").ok());
+}
+
 TEST(ControlMessage, RejectsEveryKindOfBadMessage) {
   std::string good = encode_message(MessageType::kResult, 1, "abc");
   EXPECT_NE(decode_message(good.substr(0, 10), 4096).status().message().find("truncated"),
