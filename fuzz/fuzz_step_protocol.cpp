@@ -1,0 +1,31 @@
+// libFuzzer harness: the step protocol decoders (worker/step_protocol.cpp) on arbitrary
+// payloads, as a worker reads a StepCommand and the coordinator a StepReply. An accepted
+// message must survive a round trip (encode(decode(x)) decodes again to the same encoding)
+// and hold no more logits than the payload carried.
+#include <cstdint>
+#include <string>
+
+#include "fuzz/fuzz_check.h"
+#include "worker/step_protocol.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string payload(reinterpret_cast<const char*>(data), size);
+  auto cmd = sw::worker::decode_step_command(payload);
+  if (cmd.ok()) {
+    const std::string once = sw::worker::encode_step_command(*cmd);
+    auto again = sw::worker::decode_step_command(once);
+    FUZZ_CHECK(again.ok());
+    FUZZ_CHECK(sw::worker::encode_step_command(*again) == once);
+  }
+  auto reply = sw::worker::decode_step_reply(payload);
+  if (reply.ok()) {
+    // Whatever a reply claims, its logits are float32 bytes the payload carried.
+    if (reply->logits.defined())
+      FUZZ_CHECK(reply->logits.numel() <= static_cast<int64_t>(size / 4));
+    const std::string once = sw::worker::encode_step_reply(*reply);
+    auto again = sw::worker::decode_step_reply(once);
+    FUZZ_CHECK(again.ok());
+    FUZZ_CHECK(sw::worker::encode_step_reply(*again) == once);
+  }
+  return 0;
+}
