@@ -56,17 +56,19 @@ run_one() {
   local start rc=0
   start=$(date +%s)
   # Replay: each committed input once (-runs=0 executes the corpus while loading it).
-  "$bin" -runs=0 "${inputs[@]}" >"$log.replay" 2>&1 || rc=$?
+  "$bin" -runs=0 -print_final_stats=1 "${inputs[@]}" >"$log.replay" 2>&1 || rc=$?
   if [ "$rc" = 0 ] && [ "$replay_only" = 0 ]; then
     # shellcheck disable=SC2086
-    "$bin" -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
+    # -max_len: new inputs stay small (regressions may be large; they were replayed above).
+    "$bin" -max_total_time="$seconds" -timeout=10 -max_len=8192 -print_final_stats=1 \
       -artifact_prefix="$build/crashes/$h/" ${FUZZ_ARGS:-} \
       "$build/corpus/$h" "${inputs[@]}" >"$log" 2>&1 || rc=$?
   else
     cp "$log.replay" "$log"
   fi
   local execs
-  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}' | tail -1)
+  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}' | tail -1 ||
+    true)
   local result=ok
   [ "$rc" = 0 ] || result="CRASH (rc $rc, see $log)"
   # A harness in fuzz/known_failures.txt crashes on the inputs of fuzz/known_crashes/<h>/
