@@ -96,15 +96,18 @@ run_one() {
 }
 
 status=0
-pids=()
+running=0
 for h in "${harnesses[@]}"; do
   [ -x "$build/fuzz/fuzz_$h" ] || { echo "fuzz/run.sh: no harness $h in $build"; exit 2; }
-  run_one "$h" &
-  pids+=($!)
-  if ((${#pids[@]} >= parallel)); then
-    wait "${pids[0]}" || status=1
-    pids=("${pids[@]:1}")
+  if ((running >= parallel)); then
+    wait -n || status=1  # whichever finishes first frees its slot
+    running=$((running - 1))
   fi
+  run_one "$h" &
+  running=$((running + 1))
 done
-for p in "${pids[@]}"; do wait "$p" || status=1; done
+while ((running > 0)); do
+  wait -n || status=1
+  running=$((running - 1))
+done
 exit "$status"
