@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <map>
 
 #include "common/limits.h"
 #include "common/text_file.h"
@@ -63,16 +64,17 @@ Status check_duplicate_keys(const std::string& source, const YAML::Node& node,
       SW_RETURN_IF_ERROR(
           check_duplicate_keys(source, node[i], fmt::format("{}[{}]", path, i), budget));
   } else if (node.IsMap()) {
-    std::vector<std::pair<std::string, int>> seen;  // key, line (maps here are small)
+    std::map<std::string, int> seen;  // scalar key -> its line
     for (const auto& kv : node) {
       const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : describe(kv.first);
       const std::string key_path = child_path(path, key);
-      for (const auto& [k, line] : seen)
-        if (k == key && kv.first.IsScalar())
+      if (kv.first.IsScalar()) {
+        auto [it, first] = seen.emplace(key, kv.first.Mark().line);
+        if (!first)
           return invalid_argument(
               "{}: key '{}': duplicate key (first at line {}, again at line {})", source, key_path,
-              line + 1, kv.first.Mark().line + 1);
-      seen.emplace_back(key, kv.first.Mark().line);
+              it->second + 1, kv.first.Mark().line + 1);
+      }
       SW_RETURN_IF_ERROR(check_duplicate_keys(source, kv.second, key_path, budget));
     }
   }
