@@ -10,8 +10,7 @@ namespace sw::comm {
 Status Work::wait() {
   if (!impl_) return Status();
   auto start = Clock::now();
-  auto deadline = start + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double>(timeout_s_));
+  auto deadline = start + steady_seconds(timeout_s_);  // clamped: 1e10 s must not wrap
   while (true) {
     auto done = impl_->poll();
     if (!done.ok()) {

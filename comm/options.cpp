@@ -1,7 +1,10 @@
 // CommOptions parsing, env overrides and validation.
 #include "comm/options.h"
 
+#include <utility>
+
 #include "common/env.h"
+#include "common/limits.h"
 
 namespace sw::comm {
 
@@ -47,23 +50,37 @@ Status apply_env_overrides(CommOptions* opts) {
   SW_ASSIGN_OR_RETURN(auto timeout, env_override_double("SHARDWISE_COMM_TIMEOUT_S"));
   if (timeout) opts->timeout_s = *timeout;
   SW_ASSIGN_OR_RETURN(auto rpn, env_override_int("SHARDWISE_RANKS_PER_NODE"));
-  if (rpn) opts->ranks_per_node = static_cast<int>(*rpn);
+  if (rpn) {
+    if (*rpn < 0 || *rpn > limits::kMaxWorldSize)
+      return invalid_argument(
+          "environment variable SHARDWISE_RANKS_PER_NODE={}: expected an integer in [0, {}]", *rpn,
+          limits::kMaxWorldSize);
+    opts->ranks_per_node = static_cast<int>(*rpn);
+  }
   if (auto v = env_override("SHARDWISE_CONTROL_ENDPOINT")) opts->control_endpoint = *v;
   SW_ASSIGN_OR_RETURN(auto hb, env_override_double("SHARDWISE_HEARTBEAT_INTERVAL_S"));
   if (hb) opts->heartbeat_interval_s = *hb;
   SW_ASSIGN_OR_RETURN(auto miss, env_override_int("SHARDWISE_HEARTBEAT_MISS_COUNT"));
-  if (miss) opts->heartbeat_miss_count = static_cast<int>(*miss);
+  if (miss) {
+    if (!std::in_range<int>(*miss))
+      return invalid_argument(
+          "environment variable SHARDWISE_HEARTBEAT_MISS_COUNT={}: expected an integer >= 1",
+          *miss);
+    opts->heartbeat_miss_count = static_cast<int>(*miss);
+  }
   return validate(*opts);
 }
 
 Status validate(const CommOptions& o) {
-  if (!(o.timeout_s > 0)) return invalid_argument("cluster.timeout_s: {} must be > 0", o.timeout_s);
-  if (o.ranks_per_node < 0)
-    return invalid_argument("cluster.ranks_per_node: {} must be >= 0 (0 = detect)",
-                            o.ranks_per_node);
+  if (!(o.timeout_s > 0 && o.timeout_s <= limits::kMaxTimeoutS))
+    return invalid_argument("cluster.timeout_s: {} must be in (0, {:g}] seconds", o.timeout_s,
+                            limits::kMaxTimeoutS);
+  if (o.ranks_per_node < 0 || o.ranks_per_node > limits::kMaxWorldSize)
+    return invalid_argument("cluster.ranks_per_node: {} must be in [0, {}] (0 = detect)",
+                            o.ranks_per_node, limits::kMaxWorldSize);
   for (const auto& [key, link] :
        {std::pair{"intra_node", o.intra_node}, std::pair{"inter_node", o.inter_node}}) {
-    if (link.alpha_s < 0 || !(link.beta_bytes_per_s > 0))
+    if (!(link.alpha_s >= 0) || !(link.beta_bytes_per_s > 0))
       return invalid_argument("cluster.{}: alpha {} s must be >= 0 and beta {} B/s > 0", key,
                               link.alpha_s, link.beta_bytes_per_s);
   }
@@ -73,12 +90,40 @@ Status validate(const CommOptions& o) {
         "cluster.control_endpoint: '{}' must start with tcp://, ipc:// or "
         "inproc://",
         o.control_endpoint);
-  if (!(o.heartbeat_interval_s > 0))
-    return invalid_argument("cluster.heartbeat_interval_s: {} must be > 0", o.heartbeat_interval_s);
+  if (!(o.heartbeat_interval_s >= limits::kMinHeartbeatIntervalS &&
+        o.heartbeat_interval_s <= limits::kMaxHeartbeatIntervalS))
+    return invalid_argument("cluster.heartbeat_interval_s: {} must be in [{:g}, {:g}] seconds",
+                            o.heartbeat_interval_s, limits::kMinHeartbeatIntervalS,
+                            limits::kMaxHeartbeatIntervalS);
   if (o.heartbeat_miss_count < 1)
     return invalid_argument("cluster.heartbeat_miss_count: {} must be >= 1",
                             o.heartbeat_miss_count);
+  if (o.heartbeat_interval_s * o.heartbeat_miss_count > limits::kMaxTimeoutS)
+    return invalid_argument(
+        "cluster.heartbeat_miss_count: {} heartbeats of {} s make {:g} s before a peer counts as "
+        "lost, more than the limit of {:g} s",
+        o.heartbeat_miss_count, o.heartbeat_interval_s,
+        o.heartbeat_interval_s * o.heartbeat_miss_count, limits::kMaxTimeoutS);
+  if (o.control_max_message_bytes < 64 || o.control_max_message_bytes > (size_t{1} << 30))
+    return invalid_argument("control_max_message_bytes: {} must be in [64, {}]",
+                            o.control_max_message_bytes, size_t{1} << 30);
   return Status();
+}
+
+Status validate_multi_process(const CommOptions& o, int num_processes) {
+  if (num_processes > 1 && o.control_endpoint.rfind("inproc://", 0) == 0)
+    return invalid_argument(
+        "cluster.control_endpoint: '{}' only connects threads of one process, but this job runs "
+        "{} processes (the coordinator and its workers); use tcp://host:port or ipc://path",
+        o.control_endpoint, num_processes);
+  return Status();
+}
+
+std::chrono::steady_clock::duration steady_seconds(double s) {
+  if (!(s > 0)) return std::chrono::steady_clock::duration::zero();
+  if (s > limits::kMaxTimeoutS) s = limits::kMaxTimeoutS;
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(s));
 }
 
 }  // namespace sw::comm

@@ -3,6 +3,7 @@
 // Add a knob: a field here, its env name in apply_env_overrides(), a check in validate().
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -33,6 +34,8 @@ struct CommOptions {
   std::string control_endpoint = "tcp://127.0.0.1:5570";
   double heartbeat_interval_s = 1.0;
   int heartbeat_miss_count = 3;  // a peer silent for interval * miss_count is lost
+  // Largest control message (header + payload). Also set as ZMQ_MAXMSGSIZE on every control
+  // socket, so a larger frame drops its connection before it is buffered.
   size_t control_max_message_bytes = size_t{16} << 20;
 };
 
@@ -45,7 +48,17 @@ Result<AllToAllAlgorithm> parse_all_to_all_algorithm(std::string_view s);
 // SHARDWISE_RANKS_PER_NODE, SHARDWISE_CONTROL_ENDPOINT, SHARDWISE_HEARTBEAT_INTERVAL_S,
 // SHARDWISE_HEARTBEAT_MISS_COUNT over the values already in `opts`.
 Status apply_env_overrides(CommOptions* opts);
-// Errors name the cluster.* key that is wrong.
+// Errors name the cluster.* key that is wrong. Durations and counts are bounded by
+// common/limits.h (timeout_s <= kMaxTimeoutS, heartbeat_interval_s in
+// [kMinHeartbeatIntervalS, kMaxHeartbeatIntervalS], interval x miss_count <= kMaxTimeoutS).
 Status validate(const CommOptions& opts);
+// What a job of `num_processes` separate processes needs on top of validate(): a control
+// endpoint other processes can reach (inproc:// works only inside one process).
+Status validate_multi_process(const CommOptions& opts, int num_processes);
+
+// Seconds as a steady_clock duration, clamped to [0, limits::kMaxTimeoutS] (NaN: 0). The
+// clock counts int64 nanoseconds; an unchecked conversion of 1e10 s wraps to a negative
+// duration, and a deadline in the past times out at once.
+std::chrono::steady_clock::duration steady_seconds(double s);
 
 }  // namespace sw::comm

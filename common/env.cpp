@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <mutex>
 #include <set>
@@ -25,9 +27,10 @@ Result<std::optional<int64_t>> env_override_int(const std::string& name) {
   auto v = env_override(name);
   if (!v) return std::optional<int64_t>();
   char* end = nullptr;
+  errno = 0;
   long long x = std::strtoll(v->c_str(), &end, 10);
-  if (v->empty() || *end != '\0')
-    return invalid_argument("environment variable {}='{}': expected an integer", name, *v);
+  if (v->empty() || *end != '\0' || errno == ERANGE)
+    return invalid_argument("environment variable {}='{}': expected a 64-bit integer", name, *v);
   return std::optional<int64_t>(x);
 }
 
@@ -36,8 +39,8 @@ Result<std::optional<double>> env_override_double(const std::string& name) {
   if (!v) return std::optional<double>();
   char* end = nullptr;
   double x = std::strtod(v->c_str(), &end);
-  if (v->empty() || *end != '\0')
-    return invalid_argument("environment variable {}='{}': expected a number", name, *v);
+  if (v->empty() || *end != '\0' || !std::isfinite(x))
+    return invalid_argument("environment variable {}='{}': expected a finite number", name, *v);
   return std::optional<double>(x);
 }
 

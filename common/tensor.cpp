@@ -3,10 +3,12 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <new>
 
 namespace sw {
@@ -21,6 +23,25 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
+int64_t host_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return std::numeric_limits<int64_t>::max();  // unknown: no limit
+  return static_cast<int64_t>(pages) * page;
+}
+
+Status check_host_allocation(const Shape& shape, DType dtype, const std::string& what) {
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  // In floating point: the product of the dimensions may not fit in 64 bits.
+  double bytes = static_cast<double>(dtype_size(dtype));
+  for (int64_t d : shape) bytes *= static_cast<double>(d);
+  const int64_t host = host_memory_bytes();
+  if (bytes > static_cast<double>(host))
+    return resource_exhausted(
+        "{}: {} {} needs {:.1f} GiB, more than this machine's {:.1f} GiB of memory", what,
+        dtype_name(dtype), shape_str(shape), bytes / kGiB, static_cast<double>(host) / kGiB);
+  return Status();
+}
+
 Tensor::Tensor(void* data, Shape shape, DType dtype, Device device, std::shared_ptr<void> storage)
     : data_(data),
       shape_(std::move(shape)),
@@ -29,7 +50,14 @@ Tensor::Tensor(void* data, Shape shape, DType dtype, Device device, std::shared_
       storage_(std::move(storage)) {}
 
 Tensor Tensor::uninitialized(Shape shape, DType dtype) {
-  size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+  // A shape whose byte size does not fit (negative dims, or a product past 2^63) would wrap to
+  // a small allocation that the tensor then claims to be huge: refuse it as unallocatable.
+  size_t bytes = dtype_size(dtype);
+  for (int64_t d : shape) {
+    if (d < 0 || (d > 0 && bytes > (static_cast<size_t>(INT64_MAX) - 63) / static_cast<size_t>(d)))
+      throw std::bad_alloc();
+    bytes *= static_cast<size_t>(d);
+  }
   size_t alloc = (bytes + 63) / 64 * 64;
   if (alloc == 0) alloc = 64;
   void* p = std::aligned_alloc(64, alloc);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/status.h"
 
 namespace sw {
 
@@ -18,6 +19,13 @@ const char* device_name(Device d);
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& shape);
 int64_t shape_numel(const Shape& shape);
+
+// Physical memory of this host in bytes: no host tensor can be larger.
+int64_t host_memory_bytes();
+// OK when a host tensor of `shape` x `dtype` could fit in this host's memory; otherwise
+// kResourceExhausted naming `what`, its size and the host's, so that loaders refuse a weight
+// before Tensor::empty would throw std::bad_alloc (or the kernel would kill the process).
+Status check_host_allocation(const Shape& shape, DType dtype, const std::string& what);
 
 class Tensor {
  public:

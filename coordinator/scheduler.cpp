@@ -345,8 +345,9 @@ ScheduledStep Scheduler::build_step(int instance,
     if (s.sample && instances_[instance].spec.role == InstanceRole::kPrefill &&
         static_cast<int64_t>(r->output_ids.size()) + 1 < r->spec.max_new_tokens) {
       if (Transfer* t = reserve_transfer(*r, static_cast<int64_t>(r->tokens.size()))) {
-        t->deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                         std::chrono::duration<double>(options_.kv_transfer_timeout_s));
+        t->deadline =
+            Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(options_.kv_transfer_timeout_s));
         step.command.kv_sends.push_back(send_order(*t, s.block_table));
       }
     }
@@ -445,9 +446,9 @@ void Scheduler::fail_instance(int instance, const Status& why,
   for (uint64_t id : into) {
     Request& r = *transfers_.at(id).request;
     cancel_transfer(id);
-    r.transfer_wait_deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                                  std::chrono::duration<double>(
-                                                      options_.kv_transfer_timeout_s));
+    r.transfer_wait_deadline =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                           std::chrono::duration<double>(options_.kv_transfer_timeout_s));
   }
   // Every request whose KV it held starts over elsewhere, oldest first: admitted, queued, and
   // prefilled ones waiting to hand their KV over.
@@ -617,11 +618,11 @@ void Scheduler::on_kv_event(int instance, const KvTransferEvent& e,
   Transfer& t = it->second;
   if (!e.status.ok()) {
     Request& r = *t.request;
-    transfer_failed(r,
-                    fmt::format("KV transfer {} from {} to {}: {}", t.id,
-                                instances_[t.src_instance].spec.name,
-                                instances_[t.dst_instance].spec.name, e.status.message()),
-                    outputs);
+    transfer_failed(
+        r,
+        fmt::format("KV transfer {} from {} to {}: {}", t.id, instances_[t.src_instance].spec.name,
+                    instances_[t.dst_instance].spec.name, e.status.message()),
+        outputs);
     return;
   }
   t.dst_done = true;
@@ -697,8 +698,8 @@ void Scheduler::advance_transfers(Clock::time_point now, std::vector<RequestOutp
         *t.request,
         fmt::format("KV transfer {} from {} to {} was not acknowledged within {:.1f} s "
                     "(cluster.kv_transfer_timeout_s){}{}",
-                    id, instances_[t.src_instance].spec.name,
-                    instances_[t.dst_instance].spec.name, options_.kv_transfer_timeout_s,
+                    id, instances_[t.src_instance].spec.name, instances_[t.dst_instance].spec.name,
+                    options_.kv_transfer_timeout_s,
                     missing.empty() ? "" : "; ranks that did not answer: ", missing),
         outputs);
   }

@@ -113,7 +113,7 @@ struct SchedulerStats {
   int64_t computed_tokens = 0;   // scheduled into steps (recomputation included)
   int64_t generated_tokens = 0;  // committed output tokens
   int64_t num_preemptions = 0;
-  int64_t kv_transfers = 0;         // completed
+  int64_t kv_transfers = 0;          // completed
   int64_t kv_transfer_failures = 0;  // failed or timed out
   int64_t kv_bytes = 0;
 };
@@ -149,8 +149,7 @@ class Scheduler {
   std::vector<KvAction> take_kv_actions() { return std::exchange(kv_actions_, {}); }
   // A decode instance's report: the transfer is in its cache (the request moves there and the
   // prefill side's blocks are freed: acknowledge before free), or it failed.
-  void on_kv_event(int instance, const KvTransferEvent& event,
-                   std::vector<RequestOutput>* outputs);
+  void on_kv_event(int instance, const KvTransferEvent& event, std::vector<RequestOutput>* outputs);
   // Starts the transfers of finished prefills that now find room on a decode instance, and
   // ends by policy the transfers and waits that ran past kv_transfer_timeout_s.
   void advance_transfers(Clock::time_point now, std::vector<RequestOutput>* outputs);

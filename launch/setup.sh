@@ -2,7 +2,8 @@
 # Installs the Debian packages Shardwise needs (only those missing), then configures and
 # builds Release into build/. Idempotent: a second run only rebuilds what changed.
 # Env: BUILD_DIR (default build), SHARDWISE_CUDA (AUTO|ON|OFF), JOBS (default nproc),
-#      CMAKE_ARGS (extra configure flags), SKIP_BUILD=1 (packages only).
+#      CMAKE_ARGS (extra configure flags), SKIP_BUILD=1 (packages only),
+#      EXTRA_PACKAGES (more Debian packages, e.g. "clang-14 libclang-rt-14-dev" for fuzz/).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -15,6 +16,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format python3
 )
+# shellcheck disable=SC2206
+packages+=(${EXTRA_PACKAGES:-})
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,11 +3,11 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "common/json_fields.h"
+#include "common/limits.h"
+#include "common/text_file.h"
 #include "model/presets.h"
 
 namespace sw::model {
@@ -62,10 +62,29 @@ int64_t ModelConfig::num_active_parameters() const {
 
 namespace {
 
+using limits::kMaxAttentionHeads;
+using limits::kMaxExperts;
+using limits::kMaxHeadDim;
+using limits::kMaxHiddenSize;
+using limits::kMaxIntermediateSize;
+using limits::kMaxLayers;
+using limits::kMaxPositionEmbeddings;
+using limits::kMaxVocabSize;
+
+// A finite number > 0 (rope_theta, rms_norm_eps, RoPE scaling factors): zero or a negative
+// value runs, but every token it produces derives from NaN or inf.
+Status positive_number(const JsonFields& f, const std::string& key, double v) {
+  if (!(v > 0))
+    return invalid_argument("{}: key '{}': expected a number > 0, got {}", f.source(),
+                            f.key_path(key), v);
+  return Status();
+}
+
 Status parse_rope(const JsonFields& f, ModelConfig& c) {
   // transformers >= 5 nests RoPE settings under "rope_parameters"; older configs keep
   // rope_theta at top level and scaling under "rope_scaling".
   SW_ASSIGN_OR_RETURN(c.rope_theta, f.optional<double>("rope_theta", c.rope_theta));
+  SW_RETURN_IF_ERROR(positive_number(f, "rope_theta", c.rope_theta));
   const char* nested_key = f.has("rope_parameters") ? "rope_parameters"
                            : f.has("rope_scaling")  ? "rope_scaling"
                                                     : nullptr;
@@ -75,6 +94,7 @@ Status parse_rope(const JsonFields& f, ModelConfig& c) {
     return invalid_argument("{}: key '{}': expected an object or null", f.source(), nested_key);
   JsonFields r(rj, f.source(), nested_key);
   SW_ASSIGN_OR_RETURN(c.rope_theta, r.optional<double>("rope_theta", c.rope_theta));
+  SW_RETURN_IF_ERROR(positive_number(r, "rope_theta", c.rope_theta));
   std::string type;
   SW_ASSIGN_OR_RETURN(type, r.optional<std::string>("rope_type", ""));
   if (type.empty()) {
@@ -85,29 +105,60 @@ Status parse_rope(const JsonFields& f, ModelConfig& c) {
         "{}: key '{}.rope_type': unsupported RoPE scaling '{}' (supported: default, linear, "
         "llama3)",
         f.source(), nested_key, type);
-  c.rope_scaling.type = type;
-  SW_ASSIGN_OR_RETURN(c.rope_scaling.factor, r.optional<double>("factor", 1.0));
-  SW_ASSIGN_OR_RETURN(c.rope_scaling.low_freq_factor, r.optional<double>("low_freq_factor", 1.0));
-  SW_ASSIGN_OR_RETURN(c.rope_scaling.high_freq_factor, r.optional<double>("high_freq_factor", 4.0));
-  SW_ASSIGN_OR_RETURN(c.rope_scaling.original_max_position_embeddings,
-                      r.optional<int64_t>("original_max_position_embeddings", 8192));
+  RopeScaling& rs = c.rope_scaling;
+  rs.type = type;
+  SW_ASSIGN_OR_RETURN(rs.factor, r.optional<double>("factor", 1.0));
+  SW_ASSIGN_OR_RETURN(rs.low_freq_factor, r.optional<double>("low_freq_factor", 1.0));
+  SW_ASSIGN_OR_RETURN(rs.high_freq_factor, r.optional<double>("high_freq_factor", 4.0));
+  SW_ASSIGN_OR_RETURN(
+      rs.original_max_position_embeddings,
+      r.optional_in<int64_t>("original_max_position_embeddings", 8192, 1, kMaxPositionEmbeddings));
+  SW_RETURN_IF_ERROR(positive_number(r, "factor", rs.factor));
+  SW_RETURN_IF_ERROR(positive_number(r, "low_freq_factor", rs.low_freq_factor));
+  SW_RETURN_IF_ERROR(positive_number(r, "high_freq_factor", rs.high_freq_factor));
+  // llama3 blends between the two wavelengths and divides by their factors' difference.
+  if (type == "llama3" && !(rs.high_freq_factor > rs.low_freq_factor))
+    return invalid_argument(
+        "{}: key '{}': llama3 RoPE scaling needs high_freq_factor ({}) > low_freq_factor ({})",
+        f.source(), r.key_path("high_freq_factor"), rs.high_freq_factor, rs.low_freq_factor);
   return Status();
 }
 
 Status parse_eos(const JsonFields& f, ModelConfig& c) {
   if (!f.has("eos_token_id")) return Status();
   const nlohmann::json& e = f.raw("eos_token_id");
-  if (e.is_number_integer()) {
-    c.eos_token_ids = {e.get<int>()};
+  if (e.is_number()) {
+    SW_ASSIGN_OR_RETURN(int id, f.required<int>("eos_token_id"));
+    c.eos_token_ids = {id};
   } else {
     SW_ASSIGN_OR_RETURN(c.eos_token_ids, f.required<std::vector<int>>("eos_token_id"));
   }
+  for (int id : c.eos_token_ids)
+    if (id < 0 || id >= c.vocab_size)
+      return invalid_argument(
+          "{}: key 'eos_token_id': token {} is outside the vocabulary [0, {}) (vocab_size)",
+          f.source(), id, c.vocab_size);
   return Status();
 }
 
-Status positive(const std::string& source, const char* key, int64_t v) {
-  if (v <= 0)
-    return invalid_argument("{}: key '{}': expected a positive integer, got {}", source, key, v);
+// All weights, counted in floating point: each size is bounded, but not their product, and
+// the int64 counts (num_parameters(), the partitioner's bytes) may only run once it is.
+Status check_total_size(const std::string& source, const ModelConfig& c) {
+  const double h = static_cast<double>(c.hidden_size);
+  const double attn = h * static_cast<double>(c.q_size() + 2 * c.kv_size()) +
+                      static_cast<double>(c.q_size()) * h + 2 * h;
+  const double dense = 3 * h * static_cast<double>(c.intermediate_size);
+  const double moe = static_cast<double>(c.num_experts) *
+                     (3 * h * static_cast<double>(c.moe_intermediate_size) + h);
+  double total = static_cast<double>(c.vocab_size) * h * 2 + h;
+  for (int l = 0; l < c.num_hidden_layers; ++l) total += attn + (c.is_moe_layer(l) ? moe : dense);
+  if (total > static_cast<double>(limits::kMaxParameters))
+    return invalid_argument(
+        "{}: the sizes in this config.json add up to {:.3g} parameters, more than the limit of "
+        "{:.3g} (hidden_size {}, intermediate_size {}, num_hidden_layers {}, vocab_size {}, "
+        "num_experts {})",
+        source, total, static_cast<double>(limits::kMaxParameters), c.hidden_size,
+        c.intermediate_size, c.num_hidden_layers, c.vocab_size, c.num_experts);
   return Status();
 }
 
@@ -137,37 +188,41 @@ Result<ModelConfig> parse_model_config(const nlohmann::json& j, const std::strin
         "qwen3, mixtral, qwen3_moe)",
         source, c.model_type);
 
-  SW_ASSIGN_OR_RETURN(c.vocab_size, f.required<int64_t>("vocab_size"));
-  SW_ASSIGN_OR_RETURN(c.hidden_size, f.required<int64_t>("hidden_size"));
-  SW_ASSIGN_OR_RETURN(c.num_hidden_layers, f.required<int>("num_hidden_layers"));
-  SW_ASSIGN_OR_RETURN(c.num_attention_heads, f.required<int>("num_attention_heads"));
-  SW_RETURN_IF_ERROR(positive(source, "vocab_size", c.vocab_size));
-  SW_RETURN_IF_ERROR(positive(source, "hidden_size", c.hidden_size));
-  SW_RETURN_IF_ERROR(positive(source, "num_hidden_layers", c.num_hidden_layers));
-  SW_RETURN_IF_ERROR(positive(source, "num_attention_heads", c.num_attention_heads));
-  SW_ASSIGN_OR_RETURN(c.num_key_value_heads,
-                      f.optional<int>("num_key_value_heads", c.num_attention_heads));
-  SW_RETURN_IF_ERROR(positive(source, "num_key_value_heads", c.num_key_value_heads));
+  // Every size is bounded (common/limits.h) before anything multiplies or allocates with it.
+  SW_ASSIGN_OR_RETURN(c.vocab_size, f.required_in<int64_t>("vocab_size", 1, kMaxVocabSize));
+  SW_ASSIGN_OR_RETURN(c.hidden_size, f.required_in<int64_t>("hidden_size", 1, kMaxHiddenSize));
+  SW_ASSIGN_OR_RETURN(c.num_hidden_layers, f.required_in<int>("num_hidden_layers", 1, kMaxLayers));
+  SW_ASSIGN_OR_RETURN(c.num_attention_heads,
+                      f.required_in<int>("num_attention_heads", 1, kMaxAttentionHeads));
+  SW_ASSIGN_OR_RETURN(
+      c.num_key_value_heads,
+      f.optional_in<int>("num_key_value_heads", c.num_attention_heads, 1, kMaxAttentionHeads));
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     return invalid_argument(
         "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", source,
         c.num_attention_heads, c.num_key_value_heads);
   if (f.has("head_dim")) {
-    SW_ASSIGN_OR_RETURN(c.head_dim, f.required<int64_t>("head_dim"));
+    SW_ASSIGN_OR_RETURN(c.head_dim, f.required_in<int64_t>("head_dim", 1, kMaxHeadDim));
   } else {
     if (c.hidden_size % c.num_attention_heads != 0)
       return invalid_argument(
           "{}: no 'head_dim' and hidden_size ({}) is not divisible by num_attention_heads ({})",
           source, c.hidden_size, c.num_attention_heads);
     c.head_dim = c.hidden_size / c.num_attention_heads;
+    if (c.head_dim > kMaxHeadDim)
+      return invalid_argument(
+          "{}: no 'head_dim' and hidden_size / num_attention_heads = {} exceeds the head_dim "
+          "limit of {}",
+          source, c.head_dim, kMaxHeadDim);
   }
-  SW_RETURN_IF_ERROR(positive(source, "head_dim", c.head_dim));
   if (c.head_dim % 2 != 0)
     return invalid_argument("{}: key 'head_dim': RoPE needs an even head_dim, got {}", source,
                             c.head_dim);
   SW_ASSIGN_OR_RETURN(c.rms_norm_eps, f.optional<double>("rms_norm_eps", 1e-6));
-  SW_ASSIGN_OR_RETURN(c.max_position_embeddings,
-                      f.optional<int64_t>("max_position_embeddings", 4096));
+  SW_RETURN_IF_ERROR(positive_number(f, "rms_norm_eps", c.rms_norm_eps));
+  SW_ASSIGN_OR_RETURN(
+      c.max_position_embeddings,
+      f.optional_in<int64_t>("max_position_embeddings", 4096, 1, kMaxPositionEmbeddings));
   SW_ASSIGN_OR_RETURN(c.tie_word_embeddings, f.optional<bool>("tie_word_embeddings", false));
   SW_RETURN_IF_ERROR(parse_rope(f, c));
   SW_RETURN_IF_ERROR(parse_eos(f, c));
@@ -177,36 +232,34 @@ Result<ModelConfig> parse_model_config(const nlohmann::json& j, const std::strin
                       f.optional<bool>("attention_bias", c.family == ModelFamily::kQwen2));
   c.qk_norm = c.family == ModelFamily::kQwen3 || c.family == ModelFamily::kQwen3Moe;
 
+  SW_ASSIGN_OR_RETURN(c.intermediate_size,
+                      f.required_in<int64_t>("intermediate_size", 1, kMaxIntermediateSize));
   if (c.family == ModelFamily::kMixtral) {
-    SW_ASSIGN_OR_RETURN(c.intermediate_size, f.required<int64_t>("intermediate_size"));
-    SW_ASSIGN_OR_RETURN(c.num_experts, f.required<int>("num_local_experts"));
+    SW_ASSIGN_OR_RETURN(c.num_experts, f.required_in<int>("num_local_experts", 1, kMaxExperts));
     SW_ASSIGN_OR_RETURN(c.num_experts_per_tok, f.required<int>("num_experts_per_tok"));
     c.moe_intermediate_size = c.intermediate_size;
     c.norm_topk_prob = true;
   } else if (c.family == ModelFamily::kQwen3Moe) {
-    SW_ASSIGN_OR_RETURN(c.intermediate_size, f.required<int64_t>("intermediate_size"));
-    SW_ASSIGN_OR_RETURN(c.num_experts, f.required<int>("num_experts"));
+    SW_ASSIGN_OR_RETURN(c.num_experts, f.required_in<int>("num_experts", 1, kMaxExperts));
     SW_ASSIGN_OR_RETURN(c.num_experts_per_tok, f.required<int>("num_experts_per_tok"));
-    SW_ASSIGN_OR_RETURN(c.moe_intermediate_size, f.required<int64_t>("moe_intermediate_size"));
+    SW_ASSIGN_OR_RETURN(c.moe_intermediate_size,
+                        f.required_in<int64_t>("moe_intermediate_size", 1, kMaxIntermediateSize));
     SW_ASSIGN_OR_RETURN(c.norm_topk_prob, f.optional<bool>("norm_topk_prob", false));
-    SW_ASSIGN_OR_RETURN(c.decoder_sparse_step, f.optional<int>("decoder_sparse_step", 1));
+    SW_ASSIGN_OR_RETURN(c.decoder_sparse_step,
+                        f.optional_in<int>("decoder_sparse_step", 1, 1, kMaxLayers));
     SW_ASSIGN_OR_RETURN(c.mlp_only_layers, f.optional<std::vector<int>>("mlp_only_layers", {}));
-    SW_RETURN_IF_ERROR(positive(source, "decoder_sparse_step", c.decoder_sparse_step));
     for (int l : c.mlp_only_layers)
       if (l < 0 || l >= c.num_hidden_layers)
         return invalid_argument("{}: key 'mlp_only_layers': layer {} is outside 0..{}", source, l,
                                 c.num_hidden_layers - 1);
-  } else {
-    SW_ASSIGN_OR_RETURN(c.intermediate_size, f.required<int64_t>("intermediate_size"));
   }
-  SW_RETURN_IF_ERROR(positive(source, "intermediate_size", c.intermediate_size));
   if (c.is_moe()) {
-    SW_RETURN_IF_ERROR(positive(source, "moe_intermediate_size", c.moe_intermediate_size));
     if (c.num_experts_per_tok <= 0 || c.num_experts_per_tok > c.num_experts)
       return invalid_argument(
           "{}: key 'num_experts_per_tok': expected 1..{} (the number of experts), got {}", source,
           c.num_experts, c.num_experts_per_tok);
   }
+  SW_RETURN_IF_ERROR(check_total_size(source, c));
   return c;
 }
 
@@ -225,11 +278,9 @@ Result<ModelConfig> load_model_config(const std::string& model) {
         "preset name)",
         path);
   }
-  std::ifstream in(path);
-  if (!in) return not_found("cannot read '{}'", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  SW_ASSIGN_OR_RETURN(std::string text,
+                      read_text_file(path, limits::kMaxConfigFileBytes, "the model config"));
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return invalid_argument("{}: not valid JSON", path);
   return parse_model_config(j, path);
 }

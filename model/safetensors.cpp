@@ -13,10 +13,12 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <sstream>
+
+#include "common/json_fields.h"
+#include "common/limits.h"
+#include "common/text_file.h"
 
 namespace sw::model {
 
@@ -52,11 +54,7 @@ const char* safetensors_tag(DType d) {
   return "?";
 }
 
-std::string shown(const json& v) {
-  std::string s = v.dump();
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
-}
+std::string shown(const json& v) { return json_excerpt(v); }
 
 // A JSON integer in [0, INT64_MAX], or nothing.
 bool as_non_negative(const json& v, uint64_t* out) {
@@ -143,15 +141,6 @@ Result<SafetensorsTensorInfo> parse_tensor_entry(const std::string& path, const 
   return info;
 }
 
-Result<std::string> read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return not_found("cannot open {}: {}", path, std::strerror(errno));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) return data_loss("{}: read error", path);
-  return ss.str();
-}
-
 // Shard file names come from the index: they must name a file inside the checkpoint folder.
 bool is_plain_file_name(const std::string& name) {
   return !name.empty() && name.find('/') == std::string::npos &&
@@ -160,6 +149,101 @@ bool is_plain_file_name(const std::string& name) {
 }
 
 }  // namespace
+
+Result<SafetensorsHeader> parse_safetensors_header(std::string_view file, const std::string& path) {
+  const uint64_t file_size = file.size();
+  if (file_size < 8)
+    return data_loss("{}: file is {} bytes, too short for the 8-byte header length", path,
+                     file_size);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(file[i]);
+  // Written as a subtraction so that a length near 2^64 cannot wrap around.
+  if (header_len > file_size - 8)
+    return data_loss("{}: header length {} runs past the end of the file ({} bytes)", path,
+                     header_len, file_size);
+  if (header_len > kMaxHeaderBytes)
+    return data_loss("{}: header length {} exceeds the {}-byte limit", path, header_len,
+                     kMaxHeaderBytes);
+  const char* header_begin = file.data() + 8;
+  json header;
+  try {
+    header = json::parse(header_begin, header_begin + header_len);
+  } catch (const json::exception& e) {
+    return data_loss("{}: header ({} bytes) is not valid JSON: {}", path, header_len, e.what());
+  }
+  if (!header.is_object())
+    return data_loss("{}: header must be a JSON object, got {}", path, header.type_name());
+
+  SafetensorsHeader out;
+  out.data_offset = 8 + header_len;
+  const uint64_t data_size = file_size - 8 - header_len;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      if (!entry.is_object())
+        return data_loss("{}: \"__metadata__\": expected an object of strings, got {}", path,
+                         entry.type_name());
+      for (const auto& [k, v] : entry.items()) {
+        if (!v.is_string())
+          return data_loss("{}: \"__metadata__\" key '{}': expected a string, got {} {}", path, k,
+                           v.type_name(), shown(v));
+        out.metadata[k] = v.get<std::string>();
+      }
+      continue;
+    }
+    SW_ASSIGN_OR_RETURN(SafetensorsTensorInfo info,
+                        parse_tensor_entry(path, name, entry, data_size));
+    out.tensors.push_back(std::move(info));
+  }
+
+  // Non-empty byte ranges must be disjoint (empty tensors occupy no bytes).
+  std::vector<const SafetensorsTensorInfo*> by_offset;
+  for (const auto& t : out.tensors)
+    if (t.data_end > t.data_begin) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(), [](const auto* a, const auto* b) {
+    return a->data_begin != b->data_begin ? a->data_begin < b->data_begin
+                                          : a->data_end < b->data_end;
+  });
+  const SafetensorsTensorInfo* furthest = nullptr;
+  for (const auto* t : by_offset) {
+    if (furthest && t->data_begin < furthest->data_end)
+      return data_loss("{}: tensor '{}' bytes [{}, {}] overlap tensor '{}' bytes [{}, {}]", path,
+                       t->name, t->data_begin, t->data_end, furthest->name, furthest->data_begin,
+                       furthest->data_end);
+    if (!furthest || t->data_end > furthest->data_end) furthest = t;
+  }
+  return out;
+}
+
+Result<std::map<std::string, std::string, std::less<>>> parse_safetensors_index(
+    std::string_view text, const std::string& ipath) {
+  json index;
+  try {
+    index = json::parse(text);
+  } catch (const json::exception& e) {
+    return data_loss("{}: not valid JSON: {}", ipath, e.what());
+  }
+  if (!index.is_object())
+    return data_loss("{}: expected a JSON object, got {}", ipath, index.type_name());
+  if (!index.contains("weight_map")) return data_loss("{}: missing \"weight_map\"", ipath);
+  const json& wm = index["weight_map"];
+  if (!wm.is_object())
+    return data_loss("{}: \"weight_map\": expected an object (tensor -> file), got {}", ipath,
+                     wm.type_name());
+  std::map<std::string, std::string, std::less<>> out;
+  for (const auto& [name, file] : wm.items()) {
+    if (!file.is_string())
+      return data_loss("{}: weight_map key '{}': expected a file name string, got {} {}", ipath,
+                       name, file.type_name(), shown(file));
+    std::string fname = file.get<std::string>();
+    if (!is_plain_file_name(fname))
+      return data_loss(
+          "{}: weight_map key '{}': file name '{}' must be a plain file name inside the "
+          "checkpoint folder (no '/' or '..')",
+          ipath, name, fname);
+    out.emplace(name, std::move(fname));
+  }
+  return out;
+}
 
 // ----------------------------------------------------------------------------------------
 // SafetensorsFile
@@ -199,62 +283,13 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::string
   f->map_ = static_cast<const uint8_t*>(p);
   f->map_size_ = file_size;
 
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | f->map_[i];
-  // Written as a subtraction so that a length near 2^64 cannot wrap around.
-  if (header_len > file_size - 8)
-    return data_loss("{}: header length {} runs past the end of the file ({} bytes)", path,
-                     header_len, file_size);
-  if (header_len > kMaxHeaderBytes)
-    return data_loss("{}: header length {} exceeds the {}-byte limit", path, header_len,
-                     kMaxHeaderBytes);
-  const char* header_begin = reinterpret_cast<const char*>(f->map_ + 8);
-  json header;
-  try {
-    header = json::parse(header_begin, header_begin + header_len);
-  } catch (const json::exception& e) {
-    return data_loss("{}: header ({} bytes) is not valid JSON: {}", path, header_len, e.what());
-  }
-  if (!header.is_object())
-    return data_loss("{}: header must be a JSON object, got {}", path, header.type_name());
-
-  const uint64_t data_size = file_size - 8 - header_len;
-  f->data_section_ = f->map_ + 8 + header_len;
-  for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") {
-      if (!entry.is_object())
-        return data_loss("{}: \"__metadata__\": expected an object of strings, got {}", path,
-                         entry.type_name());
-      for (const auto& [k, v] : entry.items()) {
-        if (!v.is_string())
-          return data_loss("{}: \"__metadata__\" key '{}': expected a string, got {} {}", path, k,
-                           v.type_name(), shown(v));
-        f->metadata_[k] = v.get<std::string>();
-      }
-      continue;
-    }
-    SW_ASSIGN_OR_RETURN(SafetensorsTensorInfo info,
-                        parse_tensor_entry(path, name, entry, data_size));
-    f->tensors_.push_back(std::move(info));
-  }
-
-  // Non-empty byte ranges must be disjoint (empty tensors occupy no bytes).
-  std::vector<const SafetensorsTensorInfo*> by_offset;
-  for (const auto& t : f->tensors_)
-    if (t.data_end > t.data_begin) by_offset.push_back(&t);
-  std::sort(by_offset.begin(), by_offset.end(), [](const auto* a, const auto* b) {
-    return a->data_begin != b->data_begin ? a->data_begin < b->data_begin
-                                          : a->data_end < b->data_end;
-  });
-  const SafetensorsTensorInfo* furthest = nullptr;
-  for (const auto* t : by_offset) {
-    if (furthest && t->data_begin < furthest->data_end)
-      return data_loss("{}: tensor '{}' bytes [{}, {}] overlap tensor '{}' bytes [{}, {}]", path,
-                       t->name, t->data_begin, t->data_end, furthest->name, furthest->data_begin,
-                       furthest->data_end);
-    if (!furthest || t->data_end > furthest->data_end) furthest = t;
-  }
-
+  SW_ASSIGN_OR_RETURN(
+      SafetensorsHeader header,
+      parse_safetensors_header(std::string_view(reinterpret_cast<const char*>(f->map_), file_size),
+                               path));
+  f->data_section_ = f->map_ + header.data_offset;
+  f->tensors_ = std::move(header.tensors);
+  f->metadata_ = std::move(header.metadata);
   for (size_t i = 0; i < f->tensors_.size(); ++i) f->index_.emplace(f->tensors_[i].name, i);
   return f;
 }
@@ -282,6 +317,7 @@ Result<Tensor> SafetensorsFile::read(std::string_view name, const TensorSlice& s
   if (dtype != info->dtype && !is_float(dtype))
     return invalid_argument("{}: cannot convert {} to {}", what, dtype_name(info->dtype),
                             dtype_name(dtype));
+  SW_RETURN_IF_ERROR(check_host_allocation(sub, dtype, what));
   Tensor out = Tensor::empty(sub, dtype);
   const uint8_t* src = data(*info);
   const size_t esize = dtype_size(info->dtype);
@@ -308,32 +344,9 @@ Result<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::open(const
   const fs::path single_path = fs::path(dir) / kSingleFile;
   if (fs::exists(index_path, ec)) {
     const std::string ipath = index_path.string();
-    SW_ASSIGN_OR_RETURN(std::string text, read_text_file(ipath));
-    json index;
-    try {
-      index = json::parse(text);
-    } catch (const json::exception& e) {
-      return data_loss("{}: not valid JSON: {}", ipath, e.what());
-    }
-    if (!index.is_object())
-      return data_loss("{}: expected a JSON object, got {}", ipath, index.type_name());
-    if (!index.contains("weight_map")) return data_loss("{}: missing \"weight_map\"", ipath);
-    const json& wm = index["weight_map"];
-    if (!wm.is_object())
-      return data_loss("{}: \"weight_map\": expected an object (tensor -> file), got {}", ipath,
-                       wm.type_name());
-    for (const auto& [name, file] : wm.items()) {
-      if (!file.is_string())
-        return data_loss("{}: weight_map key '{}': expected a file name string, got {} {}", ipath,
-                         name, file.type_name(), shown(file));
-      std::string fname = file.get<std::string>();
-      if (!is_plain_file_name(fname))
-        return data_loss(
-            "{}: weight_map key '{}': file name '{}' must be a plain file name inside the "
-            "checkpoint folder (no '/' or '..')",
-            ipath, name, fname);
-      ckpt->weight_map_.emplace(name, std::move(fname));
-    }
+    SW_ASSIGN_OR_RETURN(std::string text, read_text_file(ipath, limits::kMaxConfigFileBytes,
+                                                         "the safetensors index"));
+    SW_ASSIGN_OR_RETURN(ckpt->weight_map_, parse_safetensors_index(text, ipath));
     return ckpt;
   }
   if (fs::exists(single_path, ec)) {

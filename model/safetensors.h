@@ -24,6 +24,24 @@ struct SafetensorsTensorInfo {
   uint64_t data_end = 0;
 };
 
+// The validated layout of one safetensors file: its tensors, its metadata and where the data
+// section starts.
+struct SafetensorsHeader {
+  std::vector<SafetensorsTensorInfo> tensors;
+  std::map<std::string, std::string> metadata;
+  uint64_t data_offset = 0;  // 8 + header length
+};
+
+// Validates the header of a whole safetensors file held in memory (`file`: every byte of it)
+// as SafetensorsFile::open() describes; `path` names it in errors. Every accepted tensor's
+// bytes lie inside `file`, and no two non-empty tensors overlap.
+Result<SafetensorsHeader> parse_safetensors_header(std::string_view file, const std::string& path);
+
+// The "weight_map" of a model.safetensors.index.json (`text`, named `path` in errors): tensor
+// name -> shard file name, each a plain file name inside the checkpoint folder.
+Result<std::map<std::string, std::string, std::less<>>> parse_safetensors_index(
+    std::string_view text, const std::string& path);
+
 class SafetensorsFile {
  public:
   // Maps the file and validates its header: 8-byte little-endian header length within the

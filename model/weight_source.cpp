@@ -45,6 +45,7 @@ class DummySource final : public WeightSource {
       return not_found("weight '{}' is not part of this model ({})", name, describe());
     const WeightSpec& spec = it->second;
     SW_ASSIGN_OR_RETURN(Shape sub, slice.apply(spec.shape, name));
+    SW_RETURN_IF_ERROR(check_host_allocation(sub, dtype, "dummy weight '" + name + "'"));
     Tensor out = Tensor::empty(sub, dtype);
     const uint64_t stream = fnv1a64(name);
     const float std = scale(spec);

@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <fstream>
 #include <limits>
-#include <sstream>
+#include <map>
+
+#include "common/limits.h"
+#include "common/text_file.h"
 
 namespace sw::parallel {
 
@@ -49,6 +51,37 @@ std::string describe(const YAML::Node& n) {
   return "a mapping";
 }
 
+// yaml-cpp 0.7 keeps every pair of a mapping that repeats a key and answers lookups with the
+// first, so `tp: 2 ... tp: 8` would silently run with 2. Walks the whole document (aliases
+// expanded, at most limits::kMaxYamlNodes nodes) and reports the first repeated key.
+Status check_duplicate_keys(const std::string& source, const YAML::Node& node,
+                            const std::string& path, int* budget) {
+  if (--*budget < 0)
+    return invalid_argument(
+        "{}: more than {} YAML nodes (counting each use of an alias); a cluster file is small",
+        source, limits::kMaxYamlNodes);
+  if (node.IsSequence()) {
+    for (size_t i = 0; i < node.size(); ++i)
+      SW_RETURN_IF_ERROR(
+          check_duplicate_keys(source, node[i], fmt::format("{}[{}]", path, i), budget));
+  } else if (node.IsMap()) {
+    std::map<std::string, int> seen;  // scalar key -> its line
+    for (const auto& kv : node) {
+      const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : describe(kv.first);
+      const std::string key_path = child_path(path, key);
+      if (kv.first.IsScalar()) {
+        auto [it, first] = seen.emplace(key, kv.first.Mark().line);
+        if (!first)
+          return invalid_argument(
+              "{}: key '{}': duplicate key (first at line {}, again at line {})", source, key_path,
+              it->second + 1, kv.first.Mark().line + 1);
+      }
+      SW_RETURN_IF_ERROR(check_duplicate_keys(source, kv.second, key_path, budget));
+    }
+  }
+  return Status();
+}
+
 // One mapping of the file: knows its path and allowed keys, parses typed values.
 class Section {
  public:
@@ -83,25 +116,28 @@ class Section {
     return Section(source_, child(key), child_path(path_, key));
   }
 
-  // Integers in [min, max]; absent keys leave *out unchanged.
+  // Integers in [min, max] (max also clipped to T's range); absent keys leave *out unchanged.
   template <typename T>
-  Status integer(const std::string& key, T* out, int64_t min, const char* expected) const {
+  Status integer(const std::string& key, T* out, int64_t min, int64_t max,
+                 const std::string& expected) const {
     if (!has(key)) return Status();
     YAML::Node v = child(key);
     int64_t x = 0;
-    if (!v.IsScalar() || !parse_int(v.Scalar(), &x) || x < min ||
-        (x > 0 && static_cast<uint64_t>(x) > static_cast<uint64_t>(std::numeric_limits<T>::max())))
+    if (!v.IsScalar() || !parse_int(v.Scalar(), &x) || x < min || x > max || !std::in_range<T>(x))
       return error(key, fmt::format("expected {}, got {}", expected, describe(v)));
     *out = static_cast<T>(x);
     return Status();
   }
-  Status positive_int(const std::string& key, int* out) const {
-    return integer(key, out, 1, "a positive integer");
+  Status int_in(const std::string& key, int* out, int min, int max) const {
+    return integer(key, out, min, max, fmt::format("an integer in [{}, {}]", min, max));
+  }
+  Status int_in(const std::string& key, int64_t* out, int64_t min, int64_t max) const {
+    return integer(key, out, min, max, fmt::format("an integer in [{}, {}]", min, max));
   }
 
   // Numbers; `ok` says whether the value is in range, `expected` says what is.
   template <typename Pred>
-  Status number(const std::string& key, double* out, Pred ok, const char* expected) const {
+  Status number(const std::string& key, double* out, Pred ok, const std::string& expected) const {
     if (!has(key)) return Status();
     YAML::Node v = child(key);
     double x = 0;
@@ -162,7 +198,8 @@ Status parse_model(const Section& s, ModelSection* m) {
   SW_RETURN_IF_ERROR(s.string("path", &m->path));
   SW_RETURN_IF_ERROR(s.choice("load_format", &m->load_format, {"auto", "safetensors", "dummy"}));
   SW_RETURN_IF_ERROR(s.choice("dtype", &m->dtype, {"float32", "bfloat16", "float16"}));
-  return s.integer("dummy_seed", &m->dummy_seed, 0, "an integer >= 0");
+  return s.integer("dummy_seed", &m->dummy_seed, 0, std::numeric_limits<int64_t>::max(),
+                   "an integer >= 0");
 }
 
 Status parse_runtime(const Section& s, RuntimeSection* r) {
@@ -170,26 +207,32 @@ Status parse_runtime(const Section& s, RuntimeSection* r) {
       s.check_keys({"device", "kv_block_size", "gpu_memory_utilization", "device_memory_gib",
                     "max_num_seqs", "max_num_batched_tokens", "max_model_len", "num_kv_blocks"}));
   SW_RETURN_IF_ERROR(s.choice("device", &r->device, {"cpu", "cuda"}));
-  SW_RETURN_IF_ERROR(s.positive_int("kv_block_size", &r->kv_block_size));
+  SW_RETURN_IF_ERROR(s.int_in("kv_block_size", &r->kv_block_size, 1, limits::kMaxKvBlockSize));
   SW_RETURN_IF_ERROR(s.number(
       "gpu_memory_utilization", &r->gpu_memory_utilization,
       [](double x) { return x > 0 && x <= 1; }, "a number in (0, 1]"));
   SW_RETURN_IF_ERROR(s.number(
-      "device_memory_gib", &r->device_memory_gib, [](double x) { return x >= 0; },
-      "a number >= 0 (0: 80 for cuda, 16 for cpu)"));
-  SW_RETURN_IF_ERROR(s.positive_int("max_num_seqs", &r->max_num_seqs));
-  SW_RETURN_IF_ERROR(
-      s.integer("max_num_batched_tokens", &r->max_num_batched_tokens, 1, "a positive integer"));
-  SW_RETURN_IF_ERROR(s.integer("num_kv_blocks", &r->num_kv_blocks, 0,
-                               "an integer >= 0 (0: what the memory budget holds)"));
-  return s.integer("max_model_len", &r->max_model_len, 0,
-                   "an integer >= 0 (0: the model's max_position_embeddings)");
+      "device_memory_gib", &r->device_memory_gib,
+      [](double x) { return x >= 0 && x <= limits::kMaxDeviceMemoryGib; },
+      fmt::format("a number of GiB in [0, {:g}] (0: 80 for cuda, 16 for cpu)",
+                  limits::kMaxDeviceMemoryGib)));
+  SW_RETURN_IF_ERROR(s.int_in("max_num_seqs", &r->max_num_seqs, 1, limits::kMaxNumSeqs));
+  SW_RETURN_IF_ERROR(s.int_in("max_num_batched_tokens", &r->max_num_batched_tokens, 1,
+                              limits::kMaxNumBatchedTokens));
+  SW_RETURN_IF_ERROR(s.integer(
+      "num_kv_blocks", &r->num_kv_blocks, 0, limits::kMaxKvBlocks,
+      fmt::format("an integer in [0, {}] (0: what the memory plan leaves)", limits::kMaxKvBlocks)));
+  return s.integer("max_model_len", &r->max_model_len, 0, limits::kMaxPositionEmbeddings,
+                   fmt::format("an integer in [0, {}] (0: the model's max_position_embeddings)",
+                               limits::kMaxPositionEmbeddings));
 }
 
 Status parse_scheduler(const Section& s, SchedulerSection* sch) {
   SW_RETURN_IF_ERROR(s.check_keys({"policy", "long_prefill_token_threshold"}));
-  SW_RETURN_IF_ERROR(s.integer("long_prefill_token_threshold", &sch->long_prefill_token_threshold,
-                               0, "an integer >= 0 (0: no cap)"));
+  SW_RETURN_IF_ERROR(
+      s.integer("long_prefill_token_threshold", &sch->long_prefill_token_threshold, 0,
+                limits::kMaxNumBatchedTokens,
+                fmt::format("an integer in [0, {}] (0: no cap)", limits::kMaxNumBatchedTokens)));
   return s.choice("policy", &sch->policy, {"decode_priority", "fcfs"});
 }
 
@@ -209,8 +252,9 @@ Status parse_cluster(const Section& s, comm::CommOptions* c) {
   SW_RETURN_IF_ERROR(
       s.check_keys({"ranks_per_node", "comm_backend", "all_to_all", "timeout_s", "control_endpoint",
                     "heartbeat_interval_s", "heartbeat_miss_count", "intra_node", "inter_node"}));
-  SW_RETURN_IF_ERROR(s.integer("ranks_per_node", &c->ranks_per_node, 0,
-                               "an integer >= 0 (0: detect nodes with MPI)"));
+  SW_RETURN_IF_ERROR(s.integer(
+      "ranks_per_node", &c->ranks_per_node, 0, limits::kMaxWorldSize,
+      fmt::format("an integer in [0, {}] (0: detect nodes with MPI)", limits::kMaxWorldSize)));
   std::string text;
   if (s.has("comm_backend")) {
     SW_RETURN_IF_ERROR(s.choice("comm_backend", &text, {"auto", "mpi", "nccl"}));
@@ -220,13 +264,20 @@ Status parse_cluster(const Section& s, comm::CommOptions* c) {
     SW_RETURN_IF_ERROR(s.choice("all_to_all", &text, {"flat", "hierarchical", "auto"}));
     SW_ASSIGN_OR_RETURN(c->all_to_all, comm::parse_all_to_all_algorithm(text));
   }
+  // Durations are bounded here, before anything converts them to std::chrono.
   SW_RETURN_IF_ERROR(s.number(
-      "timeout_s", &c->timeout_s, [](double x) { return x > 0; }, "a number of seconds > 0"));
+      "timeout_s", &c->timeout_s, [](double x) { return x > 0 && x <= limits::kMaxTimeoutS; },
+      fmt::format("a number of seconds in (0, {:g}]", limits::kMaxTimeoutS)));
   SW_RETURN_IF_ERROR(s.string("control_endpoint", &c->control_endpoint));
   SW_RETURN_IF_ERROR(s.number(
-      "heartbeat_interval_s", &c->heartbeat_interval_s, [](double x) { return x > 0; },
-      "a number of seconds > 0"));
-  SW_RETURN_IF_ERROR(s.positive_int("heartbeat_miss_count", &c->heartbeat_miss_count));
+      "heartbeat_interval_s", &c->heartbeat_interval_s,
+      [](double x) {
+        return x >= limits::kMinHeartbeatIntervalS && x <= limits::kMaxHeartbeatIntervalS;
+      },
+      fmt::format("a number of seconds in [{:g}, {:g}]", limits::kMinHeartbeatIntervalS,
+                  limits::kMaxHeartbeatIntervalS)));
+  SW_RETURN_IF_ERROR(s.int_in("heartbeat_miss_count", &c->heartbeat_miss_count, 1,
+                              static_cast<int>(limits::kMaxTimeoutS)));
   SW_RETURN_IF_ERROR(parse_link(s.section("intra_node"), &c->intra_node));
   SW_RETURN_IF_ERROR(parse_link(s.section("inter_node"), &c->inter_node));
   // comm's own checks (endpoint scheme, ...) name the cluster.* key; add the file.
@@ -238,10 +289,16 @@ Status parse_cluster(const Section& s, comm::CommOptions* c) {
 Status parse_pool(const Section& s, PoolKind kind, PoolSpec* p) {
   p->kind = kind;
   SW_RETURN_IF_ERROR(s.check_keys({"instances", "tp", "pp", "dp", "moe"}));
-  SW_RETURN_IF_ERROR(s.positive_int("instances", &p->instances));
-  SW_RETURN_IF_ERROR(s.positive_int("tp", &p->tp));
-  SW_RETURN_IF_ERROR(s.positive_int("pp", &p->pp));
-  SW_RETURN_IF_ERROR(s.positive_int("dp", &p->dp));
+  for (auto [key, out] : {std::pair{"instances", &p->instances}, std::pair{"tp", &p->tp},
+                          std::pair{"pp", &p->pp}, std::pair{"dp", &p->dp}})
+    SW_RETURN_IF_ERROR(s.int_in(key, out, 1, limits::kMaxWorldSize));
+  // Each factor is bounded, so the product fits in int64 (and int ranks() cannot overflow).
+  const int64_t ranks = int64_t{p->instances} * p->tp * p->pp * p->dp;
+  if (ranks > limits::kMaxWorldSize)
+    return invalid_argument(
+        "{}: key '{}': instances {} x tp {} x pp {} x dp {} = {} ranks, more than the limit of {} "
+        "ranks in one job",
+        s.source(), s.path(), p->instances, p->tp, p->pp, p->dp, ranks, limits::kMaxWorldSize);
   std::string moe = "ep";
   SW_RETURN_IF_ERROR(s.choice("moe", &moe, {"ep", "tp"}));
   p->moe = moe == "tp" ? MoeMode::kTp : MoeMode::kEp;
@@ -265,13 +322,18 @@ Status parse_pools(const Section& s, std::vector<PoolSpec>* pools) {
                    fmt::format("missing: a '{}' pool needs a '{}' pool too (or use 'mixed')",
                                prefill ? "prefill" : "decode", prefill ? "decode" : "prefill"));
   pools->clear();
+  int64_t world = 1;
   for (PoolKind k : {PoolKind::kMixed, PoolKind::kPrefill, PoolKind::kDecode}) {
     const char* name = pool_kind_name(k);
     if (!s.has(name)) continue;
     PoolSpec p;
     SW_RETURN_IF_ERROR(parse_pool(s.section(name), k, &p));
     pools->push_back(p);
+    world += p.ranks();
   }
+  if (world > limits::kMaxWorldSize)
+    return invalid_argument("{}: key 'pools': {} ranks in all, more than the limit of {}",
+                            s.source(), world, limits::kMaxWorldSize);
   return Status();
 }
 
@@ -323,12 +385,13 @@ Result<ClusterConfig> parse_cluster_config(const std::string& yaml_text,
     return invalid_argument("{}: empty cluster file; expected the sections model and pools",
                             source);
   try {
+    int budget = limits::kMaxYamlNodes;
+    SW_RETURN_IF_ERROR(check_duplicate_keys(source, root, "", &budget));
     Section top(c.source, root, "");
     SW_RETURN_IF_ERROR(
         top.check_keys({"version", "model", "runtime", "scheduler", "cluster", "pools", "moe"}));
     int version = 1;
-    SW_RETURN_IF_ERROR(top.integer("version", &version, 1, "1 (the schema version)"));
-    if (version != 1) return top.error("version", fmt::format("expected 1, got {}", version));
+    SW_RETURN_IF_ERROR(top.integer("version", &version, 1, 1, "1 (the schema version)"));
     if (!top.has("model")) return top.error("model", "required section missing (model.path)");
     SW_RETURN_IF_ERROR(parse_model(top.section("model"), &c.model));
     SW_RETURN_IF_ERROR(parse_runtime(top.section("runtime"), &c.runtime));
@@ -348,6 +411,9 @@ Result<ClusterConfig> parse_cluster_config(const std::string& yaml_text,
   if (!env.ok())
     return invalid_argument("{}: after SHARDWISE_* environment overrides: {}", source,
                             env.message());
+  // A cluster file always describes a coordinator and at least one worker process.
+  Status multi = comm::validate_multi_process(c.comm, c.world_size());
+  if (!multi.ok()) return invalid_argument("{}: {}", source, multi.message());
   return c;
 }
 
@@ -357,11 +423,10 @@ bool ClusterConfig::disaggregated() const {
 }
 
 Result<ClusterConfig> load_cluster_config(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return not_found("{}: cannot open the cluster config file", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_cluster_config(ss.str(), path);
+  Result<std::string> text =
+      read_text_file(path, limits::kMaxConfigFileBytes, "the cluster config file");
+  if (!text.ok()) return text.status();
+  return parse_cluster_config(*text, path);
 }
 
 }  // namespace sw::parallel

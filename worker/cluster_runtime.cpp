@@ -14,6 +14,8 @@
 #include "comm/nccl/nccl_comm.h"
 #endif
 #include "comm/kv_transport.h"
+#include "common/limits.h"
+#include "common/text_file.h"
 #include "model/weight_source.h"
 #include "parallel/distributed_forward.h"
 #include "parallel/partitioner.h"
@@ -26,21 +28,21 @@ namespace sw::worker {
 
 namespace {
 
-// Rank 0's file contents on every rank (length -1 = rank 0 could not read it).
+// Rank 0's file contents on every rank, read with the config-file size bound; when rank 0
+// cannot read it, it says why and the others that it failed.
 Result<std::string> broadcast_file(comm::Communicator& world, const std::string& path) {
-  std::string text;
-  int64_t len = -1;
+  Result<std::string> read = std::string();
+  int64_t len = 0;
   if (world.rank() == 0) {
-    std::ifstream in(path);
-    if (in) {
-      std::stringstream ss;
-      ss << in.rdbuf();
-      text = ss.str();
-      len = static_cast<int64_t>(text.size());
-    }
+    read = read_text_file(path, limits::kMaxConfigFileBytes, "cluster config");
+    len = read.ok() ? static_cast<int64_t>(read->size()) : -1;
   }
   SW_RETURN_IF_ERROR(world.broadcast(&len, 1, DType::kI64, 0));
-  if (len < 0) return not_found("cannot read cluster config '{}' (on rank 0)", path);
+  if (len < 0) {
+    if (world.rank() == 0) return read.status();
+    return not_found("cannot read cluster config '{}' (on rank 0)", path);
+  }
+  std::string text = world.rank() == 0 ? std::move(read).value() : std::string();
   text.resize(static_cast<size_t>(len));
   SW_RETURN_IF_ERROR(world.broadcast(text.data(), len, DType::kU8, 0));
   return text;

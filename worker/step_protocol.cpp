@@ -37,13 +37,13 @@ void put_metrics(PayloadWriter& w, const std::vector<moe::MoeLayerMetrics>& ms) 
 }
 
 Result<std::vector<moe::MoeLayerMetrics>> get_metrics(PayloadReader& r) {
-  SW_ASSIGN_OR_RETURN(uint32_t n, r.u32());
+  SW_ASSIGN_OR_RETURN(uint32_t n, r.count(28, "MoE metric layers"));
   std::vector<moe::MoeLayerMetrics> ms(n);
   for (auto& m : ms) {
     SW_ASSIGN_OR_RETURN(uint64_t a, r.u64());
     SW_ASSIGN_OR_RETURN(uint64_t d, r.u64());
     SW_ASSIGN_OR_RETURN(m.imbalance, r.f64());
-    SW_ASSIGN_OR_RETURN(uint32_t e, r.u32());
+    SW_ASSIGN_OR_RETURN(uint32_t e, r.count(8, "experts"));
     m.num_assignments = static_cast<int64_t>(a);
     m.num_dropped = static_cast<int64_t>(d);
     m.tokens_per_expert.resize(e);
@@ -73,7 +73,7 @@ Result<int> get_index(PayloadReader& r, const char* what) {
   return static_cast<int>(v);
 }
 
-Result<KvSendOrder> get_send_order(PayloadReader& r, size_t payload_bytes) {
+Result<KvSendOrder> get_send_order(PayloadReader& r) {
   KvSendOrder o;
   SW_ASSIGN_OR_RETURN(o.transfer, r.u64());
   SW_ASSIGN_OR_RETURN(o.dp_group, get_index(r, "dp group"));
@@ -89,8 +89,7 @@ Result<KvSendOrder> get_send_order(PayloadReader& r, size_t payload_bytes) {
   SW_ASSIGN_OR_RETURN(o.dst_group, get_index(r, "destination dp group"));
   SW_ASSIGN_OR_RETURN(std::vector<int32_t> ranks, get_i32s(r));
   o.dst_ranks.assign(ranks.begin(), ranks.end());
-  SW_ASSIGN_OR_RETURN(uint32_t na, r.u32());
-  if (na > payload_bytes) return data_loss("KV send order: {} addresses", na);
+  SW_ASSIGN_OR_RETURN(uint32_t na, r.count(4, "KV destination addresses"));
   for (uint32_t i = 0; i < na; ++i) {
     SW_ASSIGN_OR_RETURN(std::string a, r.str());
     o.dst_addresses.push_back(std::move(a));
@@ -161,9 +160,7 @@ Result<StepCommand> decode_step_command(const std::string& payload) {
   if (groups > 4096) return data_loss("step command: {} dp groups", groups);
   c.groups.resize(groups);
   for (StepMetadata& m : c.groups) {
-    SW_ASSIGN_OR_RETURN(uint32_t n, r.u32());
-    if (n > payload.size())
-      return data_loss("step command: {} sequences in {} bytes", n, payload.size());
+    SW_ASSIGN_OR_RETURN(uint32_t n, r.count(64, "sequences"));
     m.seqs.resize(n);
     for (StepSequence& s : m.seqs) {
       SW_ASSIGN_OR_RETURN(uint64_t id, r.u64());
@@ -184,9 +181,7 @@ Result<StepCommand> decode_step_command(const std::string& payload) {
       SW_ASSIGN_OR_RETURN(s.sampling.seed, r.u64());
       SW_ASSIGN_OR_RETURN(s.sampling.offset, r.u64());
     }
-    SW_ASSIGN_OR_RETURN(uint32_t nc, r.u32());
-    if (nc > payload.size())
-      return data_loss("step command: {} block copies in {} bytes", nc, payload.size());
+    SW_ASSIGN_OR_RETURN(uint32_t nc, r.count(8, "block copies"));
     m.copies.resize(nc);
     for (BlockCopy& cp : m.copies) {
       SW_ASSIGN_OR_RETURN(uint32_t src, r.u32());
@@ -195,11 +190,9 @@ Result<StepCommand> decode_step_command(const std::string& payload) {
       cp.dst = static_cast<int32_t>(dst);
     }
   }
-  SW_ASSIGN_OR_RETURN(uint32_t sends, r.u32());
-  if (sends > payload.size())
-    return data_loss("step command: {} KV sends in {} bytes", sends, payload.size());
+  SW_ASSIGN_OR_RETURN(uint32_t sends, r.count(48, "KV sends"));
   for (uint32_t i = 0; i < sends; ++i) {
-    SW_ASSIGN_OR_RETURN(KvSendOrder o, get_send_order(r, payload.size()));
+    SW_ASSIGN_OR_RETURN(KvSendOrder o, get_send_order(r));
     c.kv_sends.push_back(std::move(o));
   }
   if (!r.done()) return data_loss("step command: {} trailing bytes", payload.size());
@@ -229,9 +222,7 @@ Result<StepReply> decode_step_reply(const std::string& payload) {
   rep.dp_group = static_cast<int>(g);
   rep.stage = static_cast<int>(stage);
   SW_ASSIGN_OR_RETURN(rep.sampled, get_i32s(r));
-  SW_ASSIGN_OR_RETURN(uint32_t n, r.u32());
-  if (n > payload.size())
-    return data_loss("step reply: {} logits rows in {} bytes", n, payload.size());
+  SW_ASSIGN_OR_RETURN(uint32_t n, r.count(8, "logits rows"));
   rep.logits_row.resize(n);
   for (auto& x : rep.logits_row) {
     SW_ASSIGN_OR_RETURN(uint64_t v, r.u64());
@@ -241,7 +232,8 @@ Result<StepReply> decode_step_reply(const std::string& payload) {
   SW_ASSIGN_OR_RETURN(uint64_t cols, r.u64());
   if (rows > 0) {
     SW_ASSIGN_OR_RETURN(std::string bytes, r.str());
-    if (bytes.size() != rows * cols * sizeof(float))
+    if (cols == 0 || rows > bytes.size() / sizeof(float) / cols ||
+        bytes.size() != rows * cols * sizeof(float))
       return data_loss("step reply: logits of {} bytes for shape [{}, {}]", bytes.size(), rows,
                        cols);
     rep.logits =
@@ -271,7 +263,7 @@ Result<KvCommand> decode_kv_command(const std::string& payload) {
   switch (kind) {
     case 1: {
       c.kind = KvCommand::Kind::kSend;
-      SW_ASSIGN_OR_RETURN(c.send, get_send_order(r, payload.size()));
+      SW_ASSIGN_OR_RETURN(c.send, get_send_order(r));
       break;
     }
     case 2: {

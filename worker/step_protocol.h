@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "worker/model_runner.h"
+#include "worker/step_metadata.h"
 
 namespace sw::worker {
 

@@ -10,10 +10,9 @@ namespace {
 
 constexpr const char* kCoordinatorPeer = "coordinator";
 
-std::chrono::steady_clock::duration seconds(double s) {
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(s));
-}
+// Clamped (comm::steady_seconds): receive() takes any caller's timeout, and an overflowing
+// conversion would make the deadline lie in the past.
+std::chrono::steady_clock::duration seconds(double s) { return steady_seconds(s); }
 
 }  // namespace
 
@@ -24,6 +23,11 @@ ControlChannel::ControlChannel(Role role, const CommOptions& opts)
       sock_(ctx_,
             role == Role::kCoordinator ? zmq::socket_type::router : zmq::socket_type::dealer) {
   sock_.set(zmq::sockopt::linger, 0);
+  // libzmq drops the connection of a peer whose frame exceeds this as soon as the frame's
+  // length arrives, before buffering any of it; without it a 1.5 GB frame is held whole
+  // before decode_message() can refuse it. Peers that connect (workers) reconnect by
+  // themselves, so the channel keeps working.
+  sock_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(opts.control_max_message_bytes));
   next_heartbeat_ = std::chrono::steady_clock::now();
 }
 

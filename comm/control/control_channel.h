@@ -2,7 +2,9 @@
 // ROUTER, each worker connects a DEALER whose routing id is its worker id. Heartbeats go
 // both ways every heartbeat_interval_s; a peer silent for interval x miss_count is lost.
 // Malformed, truncated, oversized or wrong-version messages are rejected and logged and the
-// channel keeps working. Not thread-safe: one thread drives it (never the data plane's).
+// channel keeps working. Every socket has ZMQ_MAXMSGSIZE = control_max_message_bytes: a larger
+// frame drops its sender's connection before it is buffered (a worker's DEALER reconnects).
+// Not thread-safe: one thread drives it (never the data plane's).
 // Add a message kind: a MessageType in message.h; heartbeats/hello are consumed in receive().
 #pragma once
 

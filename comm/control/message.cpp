@@ -118,6 +118,18 @@ Result<double> PayloadReader::f64() {
   std::memcpy(&d, &u, sizeof(d));
   return d;
 }
+Result<uint32_t> PayloadReader::count(size_t min_bytes_each, const char* what) {
+  const size_t at = pos_;
+  SW_ASSIGN_OR_RETURN(uint32_t n, u32());
+  if (min_bytes_each == 0) min_bytes_each = 1;
+  if (n > remaining() / min_bytes_each)
+    return data_loss(
+        "control payload: {} {} at byte {} cannot fit in the {} bytes left ({} bytes each at "
+        "least)",
+        n, what, at, remaining(), min_bytes_each);
+  return n;
+}
+
 Result<std::string> PayloadReader::str() {
   SW_ASSIGN_OR_RETURN(uint32_t n, u32());
   SW_RETURN_IF_ERROR(need(n, "string"));

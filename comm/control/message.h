@@ -59,6 +59,11 @@ class PayloadReader {
   Result<uint64_t> u64();
   Result<double> f64();
   Result<std::string> str();
+  // A u32 element count that the rest of the payload can hold at `min_bytes_each` (>= 1)
+  // bytes per element. Decoders size their vectors with it, so a forged count cannot make
+  // them allocate more than the message carries (20 bytes claiming 4 billion elements).
+  Result<uint32_t> count(size_t min_bytes_each, const char* what);
+  size_t remaining() const { return in_.size() - pos_; }
   bool done() const { return pos_ == in_.size(); }
 
  private:

@@ -25,8 +25,7 @@ Result<ncclDataType_t> nccl_type(DType d) {
 }
 
 Clock::time_point deadline_after(double s) {
-  return Clock::now() +
-         std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  return Clock::now() + steady_seconds(s);  // clamped, so a huge timeout cannot wrap
 }
 
 class NcclWork final : public WorkImpl {

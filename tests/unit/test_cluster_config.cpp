@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "model/model_config.h"
 #include "parallel/cluster_config.h"
@@ -168,9 +169,10 @@ TEST(ClusterConfigErrors, UnknownKeyNamesPathAndExpectedKeys) {
 
 TEST(ClusterConfigErrors, WrongTypeQuotesTheValue) {
   EXPECT_EQ(error_of("model: {path: tiny-moe}\npools:\n  prefill: {}\n  decode: {tp: two}\n"),
-            "cluster.yaml: key 'pools.decode.tp': expected a positive integer, got \"two\"");
+            "cluster.yaml: key 'pools.decode.tp': expected an integer in [1, 1048576], got "
+            "\"two\"");
   EXPECT_NE(error_of("model: {path: tiny-moe}\npools: {mixed: {dp: 0}}\n")
-                .find("key 'pools.mixed.dp': expected a positive integer, got \"0\""),
+                .find("key 'pools.mixed.dp': expected an integer in [1, 1048576], got \"0\""),
             std::string::npos);
   EXPECT_NE(
       error_of("model: {path: tiny-moe}\npools: {mixed: {pp: 1.5}}\n").find("'pools.mixed.pp'"),
@@ -180,7 +182,7 @@ TEST(ClusterConfigErrors, WrongTypeQuotesTheValue) {
                       "\"1.5\""),
             std::string::npos);
   EXPECT_NE(error_of(std::string(kMinimal) + "runtime: {kv_block_size: [16]}\n")
-                .find("key 'runtime.kv_block_size': expected a positive integer, got a list"),
+                .find("key 'runtime.kv_block_size': expected an integer in [1, 1024], got a list"),
             std::string::npos);
   EXPECT_NE(error_of(std::string(kMinimal) + "moe: {capacity_factor: -1}\n")
                 .find("key 'moe.capacity_factor': expected a number > 0, or null for dropless"),
@@ -204,11 +206,13 @@ TEST(ClusterConfigErrors, BadEnumValueListsTheChoices) {
       error_of(std::string(kMinimal) + "scheduler: {policy: lifo}\n")
           .find("key 'scheduler.policy': expected one of decode_priority, fcfs, got \"lifo\""),
       std::string::npos);
-  EXPECT_NE(error_of(std::string(kMinimal) + "scheduler: {long_prefill_token_threshold: -1}\n")
-                .find("key 'scheduler.long_prefill_token_threshold': expected an integer >= 0"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(std::string(kMinimal) + "scheduler: {long_prefill_token_threshold: -1}\n")
+          .find(
+              "key 'scheduler.long_prefill_token_threshold': expected an integer in [0, 1048576]"),
+      std::string::npos);
   EXPECT_NE(error_of(std::string(kMinimal) + "runtime: {num_kv_blocks: -3}\n")
-                .find("key 'runtime.num_kv_blocks': expected an integer >= 0"),
+                .find("key 'runtime.num_kv_blocks': expected an integer in [0, 4294967296]"),
             std::string::npos);
   EXPECT_NE(error_of(std::string(kMinimal) + "moe: {priority: sum}\n")
                 .find("key 'moe.priority': only meaningful with drop_policy: priority"),
@@ -259,6 +263,154 @@ TEST(ClusterConfigErrors, MissingFileNamesIt) {
   auto c = load_cluster_config("/nonexistent/cluster.yaml");
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("/nonexistent/cluster.yaml"), std::string::npos);
+}
+
+// yaml-cpp 0.7 accepts a repeated key and answers with the first value: `tp: 2 ... tp: 8`
+// used to run with tp 2 and no word. Every mapping is checked, at any depth.
+TEST(ClusterConfigErrors, DuplicateKeysNameTheKeyPathAndBothLines) {
+  EXPECT_EQ(
+      error_of("model: {path: tiny-moe}\npools:\n  mixed:\n    tp: 2\n    pp: 1\n    tp: 8\n"),
+      "cluster.yaml: key 'pools.mixed.tp': duplicate key (first at line 4, again at line 6)");
+  EXPECT_EQ(error_of("model: {path: tiny-moe}\npools: {mixed: {}}\nmodel: {path: tiny-dense}\n"),
+            "cluster.yaml: key 'model': duplicate key (first at line 1, again at line 3)");
+  EXPECT_NE(error_of(std::string(kMinimal) + "cluster: {intra_node: {alpha_us: 1, alpha_us: 2}}\n")
+                .find("key 'cluster.intra_node.alpha_us': duplicate key"),
+            std::string::npos);
+}
+
+// A "billion laughs" of aliases is cheap for yaml-cpp (aliases share nodes) but not for a walk
+// that expands them: the walk is bounded.
+TEST(ClusterConfigErrors, AliasBombIsRefused) {
+  std::string yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i < 8; ++i)
+    yaml += fmt::format(
+        "a{1}: &a{1} [*a{0}, *a{0}, *a{0}, *a{0}, *a{0}, *a{0}, *a{0}, *a{0}, "
+        "*a{0}, *a{0}]\n",
+        i - 1, i);
+  EXPECT_NE(error_of(yaml).find("cluster.yaml: more than 100000 YAML nodes"), std::string::npos);
+}
+
+// Issue 12, "crashes" and "silent wrap-around": sizes and counts have documented bounds.
+TEST(ClusterConfigErrors, SizesAndCountsAreBounded) {
+  EXPECT_NE(error_of(std::string(kMinimal) + "runtime: {kv_block_size: 2000000000}\n")
+                .find("key 'runtime.kv_block_size': expected an integer in [1, 1024], got "
+                      "\"2000000000\""),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "runtime: {max_num_seqs: 4294967297}\n")
+                .find("key 'runtime.max_num_seqs': expected an integer in [1, 65536], got "
+                      "\"4294967297\""),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "runtime: {max_num_batched_tokens: 1e12}\n")
+                .find("key 'runtime.max_num_batched_tokens': expected an integer in [1, 1048576]"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "runtime: {max_model_len: 99999999999}\n")
+                .find("key 'runtime.max_model_len': expected an integer in [0, 16777216]"),
+            std::string::npos);
+  EXPECT_NE(error_of("model: {path: tiny-moe}\npools: {mixed: {tp: 4294967298}}\n")
+                .find("key 'pools.mixed.tp': expected an integer in [1, 1048576], got "
+                      "\"4294967298\""),
+            std::string::npos);
+  EXPECT_NE(error_of("model: {path: tiny-moe}\npools: {mixed: {tp: 65536, dp: 65536}}\n")
+                .find("cluster.yaml: key 'pools.mixed': instances 1 x tp 65536 x pp 1 x dp 65536 "
+                      "= 4294967296 ranks, more than the limit of 1048576"),
+            std::string::npos);
+  EXPECT_NE(error_of("model: {path: tiny-moe}\npools: {prefill: {tp: 1048576}, decode: {}}\n")
+                .find("key 'pools': 1048578 ranks in all, more than the limit of 1048576"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "cluster: {ranks_per_node: 4294967296}\n")
+                .find("key 'cluster.ranks_per_node': expected an integer in [0, 1048576]"),
+            std::string::npos);
+}
+
+// Issue 12, "accepted but wrong": device_memory_gib 1e300 printed a negative budget.
+TEST(ClusterConfigErrors, DeviceMemoryIsBoundedAndTheLargestPlansPositive) {
+  EXPECT_NE(error_of(std::string(kMinimal) + "runtime: {device_memory_gib: 1e300}\n")
+                .find("key 'runtime.device_memory_gib': expected a number of GiB in [0, 65536] "
+                      "(0: 80 for cuda, 16 for cpu), got \"1e300\""),
+            std::string::npos);
+  auto c = parse_cluster_config(std::string(kMinimal) + "runtime: {device_memory_gib: 65536}\n",
+                                "cluster.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  auto model = model::load_model_config("tiny-moe");
+  ASSERT_TRUE(model.ok());
+  auto plan = make_plan(*c, *model, 0);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  for (const RankPlan& r : plan->ranks) {
+    if (r.coord.coordinator) continue;
+    EXPECT_EQ(r.memory.budget_bytes, static_cast<int64_t>(65536 * 0.9 * 1024 * 1024 * 1024));
+    EXPECT_GT(r.kv_blocks, 0);
+  }
+}
+
+// Issue 12, "overflow of huge durations": timeout_s 1e10 timed out at once ("after 0.0 s")
+// and heartbeat_interval_s 1e12 flagged every peer lost; both are bounded before any
+// std::chrono conversion, in the file and in the SHARDWISE_* overrides.
+TEST(ClusterConfigErrors, DurationsAreBoundedBeforeConversion) {
+  EXPECT_EQ(error_of(std::string(kMinimal) + "cluster: {timeout_s: 1e10}\n"),
+            "cluster.yaml: key 'cluster.timeout_s': expected a number of seconds in (0, 1e+06], "
+            "got \"1e10\"");
+  EXPECT_EQ(error_of(std::string(kMinimal) + "cluster: {heartbeat_interval_s: 1e12}\n"),
+            "cluster.yaml: key 'cluster.heartbeat_interval_s': expected a number of seconds in "
+            "[0.001, 3600], got \"1e12\"");
+  EXPECT_NE(error_of(std::string(kMinimal) + "cluster: {heartbeat_interval_s: 1e-9}\n")
+                .find("key 'cluster.heartbeat_interval_s'"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) +
+                     "cluster: {heartbeat_interval_s: 3600, heartbeat_miss_count: 1000}\n")
+                .find("cluster.heartbeat_miss_count: 1000 heartbeats of 3600 s make 3.6e+06 s "
+                      "before a peer counts as lost, more than the limit of 1e+06 s"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "cluster: {timeout_s: .nan}\n")
+                .find("key 'cluster.timeout_s'"),
+            std::string::npos);
+  ::setenv("SHARDWISE_COMM_TIMEOUT_S", "1e10", 1);
+  const std::string env_timeout = error_of(kMinimal);
+  ::unsetenv("SHARDWISE_COMM_TIMEOUT_S");
+  EXPECT_NE(env_timeout.find("after SHARDWISE_* environment overrides: cluster.timeout_s: "
+                             "10000000000 must be in (0, 1e+06] seconds"),
+            std::string::npos)
+      << env_timeout;
+  ::setenv("SHARDWISE_RANKS_PER_NODE", "4294967298", 1);
+  const std::string env_rpn = error_of(kMinimal);
+  ::unsetenv("SHARDWISE_RANKS_PER_NODE");
+  EXPECT_NE(env_rpn.find("SHARDWISE_RANKS_PER_NODE=4294967298: expected an integer in "
+                         "[0, 1048576]"),
+            std::string::npos)
+      << env_rpn;
+  ::setenv("SHARDWISE_HEARTBEAT_MISS_COUNT", "99999999999999999999", 1);
+  const std::string env_miss = error_of(kMinimal);
+  ::unsetenv("SHARDWISE_HEARTBEAT_MISS_COUNT");
+  EXPECT_NE(env_miss.find("SHARDWISE_HEARTBEAT_MISS_COUNT='99999999999999999999': expected a "
+                          "64-bit integer"),
+            std::string::npos)
+      << env_miss;
+}
+
+// The control endpoint is used by separate MPI processes: inproc:// cannot work there.
+TEST(ClusterConfigErrors, InprocEndpointIsRefusedForAMultiProcessJob) {
+  EXPECT_EQ(error_of(std::string(kMinimal) + "cluster: {control_endpoint: \"inproc://ctl\"}\n"),
+            "cluster.yaml: cluster.control_endpoint: 'inproc://ctl' only connects threads of one "
+            "process, but this job runs 2 processes (the coordinator and its workers); use "
+            "tcp://host:port or ipc://path");
+  ::setenv("SHARDWISE_CONTROL_ENDPOINT", "inproc://x", 1);
+  const std::string env = error_of(kMinimal);
+  ::unsetenv("SHARDWISE_CONTROL_ENDPOINT");
+  EXPECT_NE(env.find("'inproc://x' only connects threads of one process"), std::string::npos)
+      << env;
+}
+
+TEST(ClusterConfigErrors, OversizedFileIsRefusedBeforeParsing) {
+  const fs::path path = fs::path(::testing::TempDir()) / "huge_cluster.yaml";
+  {
+    std::ofstream out(path);
+    out << kMinimal << "# " << std::string(16 << 20, 'x') << "\n";
+  }
+  auto c = load_cluster_config(path.string());
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("the cluster config file larger than the limit of 16777216 "
+                                      "bytes"),
+            std::string::npos)
+      << c.status().message();
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "model/model_config.h"
 #include "model/presets.h"
 #include "model/weight_catalog.h"
+#include "model/weight_source.h"
 
 namespace sw::model {
 namespace {
@@ -95,7 +96,7 @@ TEST(ModelConfig, ErrorsNameTheFileAndKey) {
   j = llama_json();
   j["num_attention_heads"] = "4";
   expect_error(j, StatusCode::kInvalidArgument,
-               "key 'num_attention_heads': expected an integer, got string");
+               "key 'num_attention_heads': expected an integer in [1, 1024], got string \"4\"");
   j = llama_json();
   j["model_type"] = "gpt2";
   expect_error(j, StatusCode::kInvalidArgument, "unsupported model type 'gpt2'");
@@ -120,7 +121,8 @@ TEST(ModelConfig, ErrorsNameTheFileAndKey) {
   expect_error(j, StatusCode::kInvalidArgument, "unsupported RoPE scaling 'yarn'");
   j = llama_json();
   j["vocab_size"] = -5;
-  expect_error(j, StatusCode::kInvalidArgument, "key 'vocab_size': expected a positive integer");
+  expect_error(j, StatusCode::kInvalidArgument,
+               "key 'vocab_size': expected an integer in [1, 4194304], got number -5");
   expect_error(nlohmann::json::array(), StatusCode::kInvalidArgument, "expected a JSON object");
 }
 
@@ -160,6 +162,166 @@ TEST(WeightCatalog, NamesFollowHfConventions) {
   auto specs = weight_catalog(*m);
   // embed + 2 norms + 4 attn + router + 3 experts x 3 + final norm + lm_head
   EXPECT_EQ(specs.size(), 1u + 2 + 4 + 1 + 9 + 1 + 1);
+}
+
+// Issue 12, "silent wrap-around": integers are range-checked into their type, never narrowed.
+TEST(ModelConfigLimits, WrappedIntegersAreErrorsNotSmallValues) {
+  auto j = llama_json();
+  j["num_hidden_layers"] = 4294967299LL;  // 2^32 + 3: used to build 3 layers
+  expect_error(j, StatusCode::kInvalidArgument,
+               "key 'num_hidden_layers': expected an integer in [1, 512], got number 4294967299");
+  j = llama_json();
+  j["num_attention_heads"] = 4294967300.0;  // as a float: must not be cast (UB) nor wrap
+  expect_error(j, StatusCode::kInvalidArgument, "key 'num_attention_heads': expected an integer");
+  j = llama_json();
+  j["num_key_value_heads"] = 1e300;
+  expect_error(j, StatusCode::kInvalidArgument, "key 'num_key_value_heads': expected an integer");
+  j = llama_json();
+  j["eos_token_id"] = 4294967301LL;  // used to become token 5
+  expect_error(j, StatusCode::kInvalidArgument,
+               "key 'eos_token_id': expected an integer in [-2147483648, 2147483647], got number "
+               "4294967301");
+  j["eos_token_id"] = {2, 4294967298LL};
+  expect_error(j, StatusCode::kInvalidArgument, "key 'eos_token_id': expected a list of integers");
+  j["eos_token_id"] = 100;  // vocab_size is 100
+  expect_error(j, StatusCode::kInvalidArgument,
+               "key 'eos_token_id': token 100 is outside the vocabulary [0, 100)");
+  j = llama_json();
+  j["hidden_size"] = 64.0;  // an integral float is still an integer
+  EXPECT_TRUE(parse_model_config(j, "x.json").ok());
+}
+
+// Issue 12, "crashes instead of errors": sizes of 1e12 are refused with the limit, before the
+// dummy weights or the plan allocate or multiply anything.
+TEST(ModelConfigLimits, HugeSizesAreRefusedWithTheLimit) {
+  struct Case {
+    const char* key;
+    const char* needle;
+  };
+  const Case cases[] = {
+      {"vocab_size",
+       "key 'vocab_size': expected an integer in [1, 4194304], got number 1000000000000.0"},
+      {"hidden_size",
+       "key 'hidden_size': expected an integer in [1, 65536], got number 1000000000000.0"},
+      {"intermediate_size",
+       "key 'intermediate_size': expected an integer in [1, 262144], got number 1000000000000.0"},
+      {"max_position_embeddings",
+       "key 'max_position_embeddings': expected an integer in [1, 16777216], got number "
+       "1000000000000.0"},
+      {"head_dim", "key 'head_dim': expected an integer in [1, 1024], got number 1000000000000.0"},
+  };
+  for (const Case& c : cases) {
+    auto j = llama_json();
+    j[c.key] = 1e12;
+    expect_error(j, StatusCode::kInvalidArgument, c.needle);
+    j[c.key] = 1000000000000LL;  // the same as a JSON integer
+    expect_error(j, StatusCode::kInvalidArgument,
+                 std::string("key '") + c.key + "': expected an integer in [1, ");
+  }
+  nlohmann::json moe = llama_json();
+  moe["model_type"] = "qwen3_moe";
+  moe["num_experts"] = 1000000000000LL;
+  moe["num_experts_per_tok"] = 2;
+  moe["moe_intermediate_size"] = 32;
+  expect_error(moe, StatusCode::kInvalidArgument,
+               "key 'num_experts': expected an integer in [1, 1024], got number 1000000000000");
+  moe["num_experts"] = 8;
+  moe["moe_intermediate_size"] = 1e12;
+  expect_error(moe, StatusCode::kInvalidArgument,
+               "key 'moe_intermediate_size': expected an integer in [1, 262144]");
+  // No head_dim: hidden_size / heads is bounded too.
+  auto j = llama_json();
+  j["hidden_size"] = 65536;
+  j["num_attention_heads"] = 2;
+  j["num_key_value_heads"] = 2;
+  expect_error(j, StatusCode::kInvalidArgument,
+               "hidden_size / num_attention_heads = 32768 exceeds the head_dim limit of 1024");
+}
+
+// Each size within its bound, the product beyond any machine: refused as a whole, so that
+// num_parameters() and the partitioner's int64 byte counts cannot overflow.
+TEST(ModelConfigLimits, TotalParameterCountIsBounded) {
+  nlohmann::json j = {
+      {"model_type", "qwen3_moe"},   {"vocab_size", 4194304},    {"hidden_size", 65536},
+      {"intermediate_size", 262144}, {"num_hidden_layers", 512}, {"num_attention_heads", 64},
+      {"num_experts", 1024},         {"num_experts_per_tok", 8}, {"moe_intermediate_size", 262144}};
+  expect_error(j, StatusCode::kInvalidArgument,
+               "the sizes in this config.json add up to 2.7e+16 parameters, more than the limit of "
+               "1.76e+13");
+  auto big = load_model_config("mixtral-8x7b");  // real models stay far below the limit
+  ASSERT_TRUE(big.ok());
+  EXPECT_LT(big->num_parameters(), int64_t{1} << 40);
+}
+
+// Issue 12, "accepted but wrong": these ran and produced NaN-derived tokens with exit 0.
+TEST(ModelConfigLimits, RopeThetaEpsAndPositionsMustBePositive) {
+  for (double bad : {-1.0, 0.0}) {
+    auto j = llama_json();
+    j["rope_theta"] = bad;
+    expect_error(j, StatusCode::kInvalidArgument,
+                 fmt::format("key 'rope_theta': expected a number > 0, got {}", bad));
+    j = llama_json();
+    j["rms_norm_eps"] = bad;
+    expect_error(j, StatusCode::kInvalidArgument,
+                 fmt::format("key 'rms_norm_eps': expected a number > 0, got {}", bad));
+    j = llama_json();
+    j["rope_parameters"] = {{"rope_theta", bad}, {"rope_type", "default"}};
+    expect_error(j, StatusCode::kInvalidArgument,
+                 "key 'rope_parameters.rope_theta': expected a number > 0");
+    j = llama_json();
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", bad}};
+    expect_error(j, StatusCode::kInvalidArgument,
+                 "key 'rope_scaling.factor': expected a number > 0");
+  }
+  for (int64_t bad : {0, -5}) {
+    auto j = llama_json();
+    j["max_position_embeddings"] = bad;
+    expect_error(j, StatusCode::kInvalidArgument,
+                 fmt::format("key 'max_position_embeddings': expected an integer in [1, 16777216], "
+                             "got number {}",
+                             bad));
+  }
+  auto j = llama_json();
+  j["rope_scaling"] = {{"rope_type", "llama3"},
+                       {"factor", 8.0},
+                       {"low_freq_factor", 4.0},
+                       {"high_freq_factor", 4.0}};
+  expect_error(j, StatusCode::kInvalidArgument,
+               "llama3 RoPE scaling needs high_freq_factor (4) > low_freq_factor (4)");
+}
+
+TEST(ModelConfigLimits, OversizedConfigFileIsRefusedBeforeReading) {
+  auto dir = std::filesystem::path(::testing::TempDir()) / "huge_config";
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream out(dir / "config.json");
+    out << "{\"pad\": \"" << std::string((16 << 20) + 1, 'x') << "\"}";
+  }
+  auto c = load_model_config(dir.string());
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("larger than the limit of 16777216 bytes"), std::string::npos)
+      << c.status().message();
+}
+
+// Within the bounds a weight can still exceed the machine: the loaders refuse it with its size
+// instead of letting Tensor::empty throw std::bad_alloc.
+TEST(ModelConfigLimits, DummyWeightLargerThanTheHostIsAnError) {
+  nlohmann::json j = llama_json();
+  j["vocab_size"] = 4194304;
+  j["hidden_size"] = 65536;
+  j["num_attention_heads"] = 64;
+  j["num_key_value_heads"] = 64;
+  auto c = parse_model_config(j, "big.json");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  auto source = make_dummy_source(*c, 0);
+  auto w = source->read("model.embed_tokens.weight", TensorSlice::whole(), DType::kF32);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(w.status().message().find("dummy weight 'model.embed_tokens.weight': float32 "
+                                      "[4194304, 65536] needs 1024.0 GiB, more than this "
+                                      "machine's"),
+            std::string::npos)
+      << w.status().message();
 }
 
 }  // namespace

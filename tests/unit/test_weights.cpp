@@ -1,5 +1,6 @@
 // Weight sources: dummy weights are deterministic and every slice equals the same part of
-// the whole tensor; safetensors sources check the checkpoint against the config.
+// the whole tensor; safetensors sources check the checkpoint against the config; host
+// tensors refuse shapes whose bytes overflow, and loaders those larger than the host.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -99,3 +100,26 @@ TEST(SafetensorsSource, ChecksTheCheckpointAgainstTheConfig) {
 
 }  // namespace
 }  // namespace sw::model
+
+namespace sw {
+namespace {
+
+// The fuzzer's step-reply case: a shape of [2^62, 1] float32 is 2^64 bytes, which wrapped to
+// a 0-byte buffer that claimed 2^62 elements. Unallocatable shapes now throw std::bad_alloc
+// (reported by main() as one line), and loaders check the host's memory before that.
+TEST(TensorLimits, ShapesWhoseBytesOverflowAreNotAllocated) {
+  EXPECT_THROW(Tensor::empty({int64_t{1} << 62, 1}, DType::kF32), std::bad_alloc);
+  EXPECT_THROW(Tensor::empty({-1, 4}, DType::kF32), std::bad_alloc);
+  EXPECT_THROW(Tensor::uninitialized({int64_t{1} << 40, int64_t{1} << 40}, DType::kBF16),
+               std::bad_alloc);
+  EXPECT_EQ(Tensor::empty({0, 5}, DType::kF32).numel(), 0);
+  auto big = check_host_allocation({int64_t{1} << 40, int64_t{1} << 40}, DType::kF32, "w");
+  EXPECT_EQ(big.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(big.message().find("w: float32 [1099511627776, 1099511627776] needs "),
+            std::string::npos)
+      << big.message();
+  EXPECT_TRUE(check_host_allocation({16, 16}, DType::kF32, "w").ok());
+}
+
+}  // namespace
+}  // namespace sw
