@@ -46,6 +46,10 @@ Result<EngineOptions> engine_options(const parallel::ClusterConfig& c, const par
   auto policy = parse_scheduler_policy(c.scheduler.policy);
   if (!policy.ok()) return policy.status().with_context(c.source + ": scheduler.policy");
   o.scheduler.policy = *policy;
+  o.scheduler.kv_transfer_timeout_s = c.disaggregation.kv_transfer_timeout_s;
+  o.scheduler.on_transfer_failure = c.disaggregation.on_transfer_failure == "fail"
+                                        ? TransferFailurePolicy::kFail
+                                        : TransferFailurePolicy::kRecompute;
   return o;
 }
 
@@ -80,11 +84,18 @@ std::string rank_range(const std::vector<std::vector<int>>& ranks) {
   return lo == hi ? fmt::format("rank {}", lo) : fmt::format("ranks {}-{}", lo, hi);
 }
 
+InstanceRole role_of(parallel::PoolKind k) {
+  return k == parallel::PoolKind::kPrefill  ? InstanceRole::kPrefill
+         : k == parallel::PoolKind::kDecode ? InstanceRole::kDecode
+                                            : InstanceRole::kMixed;
+}
+
 // The coordinator's side once every rank is set up: an engine over the instances' workers.
 Status coordinate(worker::ClusterRuntime& rt, std::unique_ptr<comm::ControlChannel> channel,
                   const std::vector<int64_t>& blocks, const EngineOptions& options,
                   const ClusterDriver& drive, bool* fatal) {
   ControlHub hub(std::move(channel));
+  KvDirectory directory;  // filled once the workers have said where they receive KV
   Engine engine(rt.model, options);
   std::vector<std::string> peers;
   const auto& pools = rt.plan.pools;
@@ -101,10 +112,12 @@ Status coordinate(worker::ClusterRuntime& rt, std::unique_ptr<comm::ControlChann
       ri.moe = pool.moe;
       ri.timeout_s = rt.cluster.comm.timeout_s;
       ri.vocab_size = rt.model.vocab_size;
-      auto executor = std::make_unique<RemoteExecutor>(hub, ri);
+      auto executor = std::make_unique<RemoteExecutor>(hub, ri, &directory);
       for (const auto& peer : executor->peers()) peers.push_back(peer);
       InstanceSpec spec;
       spec.name = ri.name;
+      spec.role = role_of(pool.kind);
+      spec.pool = static_cast<int>(p);
       spec.num_kv_groups = pool.dp;
       spec.num_kv_blocks =
           blocks[static_cast<size_t>(parallel::instance_index(pools, static_cast<int>(p), i))];
@@ -112,7 +125,17 @@ Status coordinate(worker::ClusterRuntime& rt, std::unique_ptr<comm::ControlChann
       engine.add_instance(spec, std::move(executor));
     }
   }
-  SW_RETURN_IF_ERROR(hub.wait_for_peers(peers, rt.cluster.comm.timeout_s));
+  SW_ASSIGN_OR_RETURN(auto info, hub.wait_for_peers(peers, rt.cluster.comm.timeout_s));
+  for (size_t p = 0; p < pools.size(); ++p) {
+    const parallel::PoolSpec& pool = pools[p];
+    for (int i = 0; i < pool.instances; ++i) {
+      auto& groups = directory.ranks.emplace_back(static_cast<size_t>(pool.dp));
+      for (int g = 0; g < pool.dp; ++g)
+        for (int s = 0; s < pool.pp; ++s)
+          for (int r : rt.plan.tp_group(static_cast<int>(p), i, s, g))
+            groups[static_cast<size_t>(g)].emplace_back(r, info.at(fmt::format("rank{}", r)));
+    }
+  }
   Status driven = drive(engine, rt);
   Status stopped = engine.shutdown();
   // A lost instance's ranks may be stuck in a collective: only the job-wide abort ends them.
@@ -144,12 +167,6 @@ Status run_job(const std::string& config_path, const ClusterJobOptions& opts,
   EngineOptions engine_opts;
   if (coordinator) {
     setup = [&]() -> Status {
-      for (const auto& pool : rt.plan.pools)
-        if (pool.kind != parallel::PoolKind::kMixed)
-          return unimplemented(
-              "{}: pools.{}: prefill/decode pools are planned but do not run yet; use a mixed "
-              "pool (with instances: N for replicas)",
-              rt.cluster.source, parallel::pool_kind_name(pool.kind));
       SW_ASSIGN_OR_RETURN(engine_opts, engine_options(rt.cluster, rt.plan));
       engine_opts.collect_moe_metrics = opts.collect_moe_metrics;
       int64_t cap = 0;

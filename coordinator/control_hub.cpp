@@ -5,7 +5,6 @@
 #include <fmt/ranges.h>
 
 #include <chrono>
-#include <set>
 
 namespace sw::coordinator {
 
@@ -42,18 +41,23 @@ double ControlHub::loss_after_s() const {
   return channel_->options().heartbeat_interval_s * channel_->options().heartbeat_miss_count;
 }
 
-Status ControlHub::wait_for_peers(const std::vector<std::string>& peers, double timeout_s) {
+Result<std::map<std::string, std::string>> ControlHub::wait_for_peers(
+    const std::vector<std::string>& peers, double timeout_s) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  std::map<std::string, std::string> info;
   while (true) {
-    auto live = channel_->live_peers();
-    std::set<std::string> have(live.begin(), live.end());
     std::vector<std::string> missing;
-    for (const auto& p : peers)
-      if (!have.count(p)) missing.push_back(p);
-    if (missing.empty()) return Status();
-    for (const auto& p : peers)
-      if (auto m = take(p); m && m->type == comm::MessageType::kError)
-        return unavailable("{} failed during start-up: {}", p, m->payload);
+    for (const auto& p : peers) {
+      while (!info.count(p)) {
+        auto m = take(p);
+        if (!m) break;
+        if (m->type == comm::MessageType::kError)
+          return unavailable("{} failed during start-up: {}", p, m->payload);
+        if (m->type == comm::MessageType::kInfo) info[p] = m->payload;
+      }
+      if (!info.count(p)) missing.push_back(p);
+    }
+    if (missing.empty()) return info;
     if (std::chrono::steady_clock::now() > deadline)
       return deadline_exceeded(
           "coordinator: workers {} did not connect to {} within {:.0f} s (cluster.timeout_s)",

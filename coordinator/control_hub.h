@@ -28,9 +28,11 @@ class ControlHub {
               std::string_view payload);
   bool is_lost(const std::string& peer) const { return channel_->is_lost(peer); }
   double loss_after_s() const;  // silence after which a peer counts as lost
-  // Waits until every peer has connected (bounded by `timeout_s`); a worker that reports an
-  // error meanwhile ends the wait with it. The error names the peers that never came.
-  Status wait_for_peers(const std::vector<std::string>& peers, double timeout_s);
+  // Waits until every peer has connected and sent its info message (bounded by `timeout_s`);
+  // a worker that reports an error meanwhile ends the wait with it. Returns each peer's info
+  // payload; the error names the peers that never came.
+  Result<std::map<std::string, std::string>> wait_for_peers(const std::vector<std::string>& peers,
+                                                            double timeout_s);
 
  private:
   void file(comm::ControlMessage msg);

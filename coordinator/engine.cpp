@@ -52,14 +52,15 @@ void Engine::lose_instance(int instance, const Status& why, std::vector<RequestO
 Status Engine::collect(std::vector<RequestOutput>& outputs, bool* any) {
   for (size_t i = 0; i < slots_.size(); ++i) {
     Slot& slot = slots_[i];
-    if (!slot.in_flight) continue;
+    // Idle instances are polled too: a worker lost or failed between steps ends its instance.
+    if (!scheduler_.instance_alive(static_cast<int>(i))) continue;
     auto polled = slot.executor->poll();
     if (!polled.ok()) {
       *any = true;
       lose_instance(static_cast<int>(i), polled.status(), outputs);
       continue;
     }
-    if (!polled->has_value()) continue;
+    if (!polled->has_value() || !slot.in_flight) continue;
     *any = true;
     const ScheduledStep step = std::move(*slot.in_flight);
     slot.in_flight.reset();

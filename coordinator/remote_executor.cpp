@@ -1,8 +1,11 @@
-// Steps of one instance over the control channel.
+// Steps and KV transfers of one instance over the control channel.
 #include "coordinator/remote_executor.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <algorithm>
+#include <limits>
 
 namespace sw::coordinator {
 
@@ -10,8 +13,9 @@ namespace {
 std::string peer_of(int rank) { return fmt::format("rank{}", rank); }
 }  // namespace
 
-RemoteExecutor::RemoteExecutor(ControlHub& hub, RemoteInstance instance)
-    : hub_(hub), instance_(std::move(instance)) {}
+RemoteExecutor::RemoteExecutor(ControlHub& hub, RemoteInstance instance,
+                               const KvDirectory* directory)
+    : hub_(hub), instance_(std::move(instance)), directory_(directory) {}
 
 std::vector<std::string> RemoteExecutor::peers() const {
   std::vector<std::string> out;
@@ -24,9 +28,39 @@ int RemoteExecutor::reply_rank(int stage, int dp) const {
   return instance_.ranks[static_cast<size_t>(stage)][static_cast<size_t>(dp * instance_.tp)];
 }
 
+std::vector<int> RemoteExecutor::group_ranks(int dp) const {
+  std::vector<int> out;
+  for (const auto& stage : instance_.ranks)
+    for (int t = 0; t < instance_.tp; ++t)
+      out.push_back(stage[static_cast<size_t>(dp * instance_.tp + t)]);
+  return out;
+}
+
+Status RemoteExecutor::fill_destinations(worker::KvSendOrder& order) const {
+  if (!directory_ || order.dst_instance < 0 ||
+      order.dst_instance >= static_cast<int>(directory_->ranks.size()))
+    return internal_error("{}: KV transfer {} to unknown instance {}", instance_.name,
+                          order.transfer, order.dst_instance);
+  const auto& groups = directory_->ranks[static_cast<size_t>(order.dst_instance)];
+  if (order.dst_group < 0 || order.dst_group >= static_cast<int>(groups.size()))
+    return internal_error("{}: KV transfer {} to dp group {} of {}", instance_.name, order.transfer,
+                          order.dst_group, groups.size());
+  order.dst_ranks.clear();
+  order.dst_addresses.clear();
+  for (const auto& [rank, address] : groups[static_cast<size_t>(order.dst_group)]) {
+    if (address.empty()) return internal_error("rank {} has no KV transport address", rank);
+    order.dst_ranks.push_back(rank);
+    order.dst_addresses.push_back(address);
+  }
+  return Status();
+}
+
 Status RemoteExecutor::submit(const worker::StepCommand& command) {
   if (in_flight_) return internal_error("{}: a step is already in flight", instance_.name);
-  const std::string payload = worker::encode_step_command(command);
+  SW_RETURN_IF_ERROR(error_);
+  worker::StepCommand cmd = command;
+  for (worker::KvSendOrder& o : cmd.kv_sends) SW_RETURN_IF_ERROR(fill_destinations(o));
+  const std::string payload = worker::encode_step_command(cmd);
   const uint64_t request = request_ + 1;
   for (const auto& peer : peers()) {
     Status st = hub_.send(peer, comm::MessageType::kCommand, request, payload);
@@ -51,8 +85,7 @@ void RemoteExecutor::wait(double max_s) {
   (void)st;  // a broken channel shows in the next poll
 }
 
-Result<std::optional<StepOutput>> RemoteExecutor::poll() {
-  if (!in_flight_) return std::optional<StepOutput>();
+Status RemoteExecutor::drain() {
   SW_RETURN_IF_ERROR(hub_.pump(0));
   const int last = static_cast<int>(instance_.ranks.size()) - 1;
   for (size_t s = 0; s < instance_.ranks.size(); ++s) {
@@ -60,21 +93,47 @@ Result<std::optional<StepOutput>> RemoteExecutor::poll() {
       const std::string peer = peer_of(rank);
       while (auto msg = hub_.take(peer)) {
         if (msg->type == comm::MessageType::kError) {
-          in_flight_ = false;
-          return unavailable("rank {} failed: {}", rank, msg->payload);
+          if (error_.ok()) error_ = unavailable("rank {} failed: {}", rank, msg->payload);
+          continue;
+        }
+        if (msg->type == comm::MessageType::kKvDone) {
+          auto done = worker::decode_kv_done(msg->payload);
+          if (!done.ok()) {
+            if (error_.ok())
+              error_ = done.status().with_context(fmt::format("KV report of rank {}", rank));
+            continue;
+          }
+          auto it = pending_kv_.find(done->transfer);
+          if (it == pending_kv_.end() || !it->second.ranks.erase(rank)) continue;  // cancelled
+          KvTransferEvent& e = it->second.event;
+          if (!done->ok) {
+            e.status = unavailable("{}", done->error);
+            it->second.ranks.clear();
+          }
+          e.bytes += done->bytes;
+          e.first_part_us = std::min(e.first_part_us, done->first_part_us);
+          e.done_us = std::max(e.done_us, done->done_us);
+          if (it->second.ranks.empty()) {
+            kv_events_.push_back(std::move(e));
+            pending_kv_.erase(it);
+          }
+          continue;
         }
         // Replies to an earlier step (after a timeout) are stale.
-        if (msg->type != comm::MessageType::kResult || msg->request_id != request_) continue;
+        if (msg->type != comm::MessageType::kResult || !in_flight_ || msg->request_id != request_)
+          continue;
         auto rep = worker::decode_step_reply(msg->payload);
         if (!rep.ok()) {
-          in_flight_ = false;
-          return rep.status().with_context(fmt::format("reply of rank {}", rank));
+          if (error_.ok())
+            error_ = rep.status().with_context(fmt::format("reply of rank {}", rank));
+          continue;
         }
         if (rep->stage != static_cast<int>(s) || rep->dp_group < 0 ||
             rep->dp_group >= instance_.dp || reply_rank(rep->stage, rep->dp_group) != rank) {
-          in_flight_ = false;
-          return internal_error("rank {} replied as stage {} dp {}, which it is not", rank,
-                                rep->stage, rep->dp_group);
+          if (error_.ok())
+            error_ = internal_error("rank {} replied as stage {} dp {}, which it is not", rank,
+                                    rep->stage, rep->dp_group);
+          continue;
         }
         got_.insert({rep->stage, rep->dp_group});
         metrics_[s][static_cast<size_t>(rep->dp_group)] = std::move(rep->moe_metrics);
@@ -82,14 +141,29 @@ Result<std::optional<StepOutput>> RemoteExecutor::poll() {
       }
     }
   }
-  const int expected = instance_.dp * (collect_metrics_ ? last + 1 : 1);
-  if (static_cast<int>(got_.size()) >= expected) return assemble();
+  return Status();
+}
 
-  // A lost worker ends the wait at once: its peers in a collective with it never finish.
+Result<std::optional<StepOutput>> RemoteExecutor::poll() {
+  SW_RETURN_IF_ERROR(drain());
+  if (!error_.ok()) {
+    in_flight_ = false;
+    return error_;
+  }
+  // A lost worker ends the instance at once, idle or not: its peers in a collective with it
+  // never finish, and it would not answer the next step.
   std::vector<int> lost;
   for (const auto& stage : instance_.ranks)
     for (int r : stage)
       if (hub_.is_lost(peer_of(r))) lost.push_back(r);
+  if (!in_flight_) {
+    if (lost.empty()) return std::optional<StepOutput>();
+    return unavailable("worker rank(s) [{}] lost: no heartbeat for {:.1f} s", fmt::join(lost, ", "),
+                       hub_.loss_after_s());
+  }
+  const int last = static_cast<int>(instance_.ranks.size()) - 1;
+  const int expected = instance_.dp * (collect_metrics_ ? last + 1 : 1);
+  if (static_cast<int>(got_.size()) >= expected) return assemble();
   if (!lost.empty()) {
     in_flight_ = false;
     return unavailable("worker rank(s) [{}] lost: no heartbeat for {:.1f} s", fmt::join(lost, ", "),
@@ -130,6 +204,68 @@ Result<std::optional<StepOutput>> RemoteExecutor::assemble() {
     out.moe_metrics.insert(out.moe_metrics.end(), layers.begin(), layers.end());
   }
   return std::optional<StepOutput>(std::move(out));
+}
+
+Status RemoteExecutor::send_kv_command(const std::vector<int>& ranks, const worker::KvCommand& c) {
+  const std::string payload = worker::encode_kv_command(c);
+  for (int r : ranks) {
+    Status st = hub_.send(peer_of(r), comm::MessageType::kKv, 0, payload);
+    if (!st.ok()) return st.with_context(instance_.name);
+  }
+  return Status();
+}
+
+Status RemoteExecutor::expect_kv(const worker::KvRecvOrder& order) {
+  if (order.dp_group < 0 || order.dp_group >= instance_.dp)
+    return internal_error("{}: KV transfer {} into dp group {} of {}", instance_.name,
+                          order.transfer, order.dp_group, instance_.dp);
+  worker::KvCommand c;
+  c.kind = worker::KvCommand::Kind::kRecv;
+  c.recv = order;
+  const std::vector<int> ranks = group_ranks(order.dp_group);
+  SW_RETURN_IF_ERROR(send_kv_command(ranks, c));
+  Pending p;
+  p.ranks.insert(ranks.begin(), ranks.end());
+  p.event.transfer = order.transfer;
+  p.event.first_part_us = std::numeric_limits<int64_t>::max();
+  p.event.done_us = 0;
+  pending_kv_[order.transfer] = std::move(p);
+  return Status();
+}
+
+Status RemoteExecutor::send_kv(const worker::KvSendOrder& order) {
+  if (order.dp_group < 0 || order.dp_group >= instance_.dp)
+    return internal_error("{}: KV transfer {} from dp group {} of {}", instance_.name,
+                          order.transfer, order.dp_group, instance_.dp);
+  worker::KvCommand c;
+  c.kind = worker::KvCommand::Kind::kSend;
+  c.send = order;
+  SW_RETURN_IF_ERROR(fill_destinations(c.send));
+  return send_kv_command(group_ranks(order.dp_group), c);
+}
+
+Status RemoteExecutor::cancel_kv(uint64_t transfer) {
+  pending_kv_.erase(transfer);
+  worker::KvCommand c;
+  c.kind = worker::KvCommand::Kind::kCancel;
+  c.transfer = transfer;
+  std::vector<int> all;
+  for (const auto& stage : instance_.ranks) all.insert(all.end(), stage.begin(), stage.end());
+  return send_kv_command(all, c);
+}
+
+std::vector<KvTransferEvent> RemoteExecutor::poll_kv() {
+  Status st = drain();
+  (void)st;  // a broken channel or a worker's error shows in the next poll()
+  return std::exchange(kv_events_, {});
+}
+
+std::string RemoteExecutor::kv_missing(uint64_t transfer) const {
+  auto it = pending_kv_.find(transfer);
+  if (it == pending_kv_.end()) return "";
+  std::vector<std::string> names;
+  for (int r : it->second.ranks) names.push_back(fmt::format("rank {}", r));
+  return fmt::format("[{}] of {}", fmt::join(names, ", "), instance_.name);
 }
 
 Status RemoteExecutor::shutdown() {

@@ -236,6 +236,25 @@ Status parse_scheduler(const Section& s, SchedulerSection* sch) {
   return s.choice("policy", &sch->policy, {"decode_priority", "fcfs"});
 }
 
+Status parse_disaggregation(const Section& s, DisaggregationSection* d) {
+  SW_RETURN_IF_ERROR(s.check_keys({"on_transfer_failure", "kv_host", "fault_injection"}));
+  SW_RETURN_IF_ERROR(
+      s.choice("on_transfer_failure", &d->on_transfer_failure, {"recompute", "fail"}));
+  SW_RETURN_IF_ERROR(s.string("kv_host", &d->kv_host));
+  if (d->kv_host.empty() || d->kv_host.find_first_of(" :/") != std::string::npos)
+    return s.error("kv_host", fmt::format("expected an address or host name without port (or "
+                                          "\"hostname\"), got \"{}\"",
+                                          d->kv_host));
+  const Section f = s.section("fault_injection");
+  SW_RETURN_IF_ERROR(f.check_keys({"mode", "decode_rank", "stall_s"}));
+  SW_RETURN_IF_ERROR(f.choice("mode", &d->fault_mode, {"none", "drop", "stall"}));
+  SW_RETURN_IF_ERROR(f.integer("decode_rank", &d->fault_decode_rank, 0, limits::kMaxWorldSize,
+                               fmt::format("a world rank in [0, {}]", limits::kMaxWorldSize)));
+  return f.number(
+      "stall_s", &d->fault_stall_s, [](double x) { return x >= 0 && x <= limits::kMaxTimeoutS; },
+      fmt::format("a number of seconds in [0, {:g}]", limits::kMaxTimeoutS));
+}
+
 Status parse_link(const Section& s, comm::LinkCost* link) {
   SW_RETURN_IF_ERROR(s.check_keys({"alpha_us", "beta_gbps"}));
   double alpha_us = link->alpha_s * 1e6, beta_gbps = link->beta_bytes_per_s / 1e9;
@@ -248,10 +267,15 @@ Status parse_link(const Section& s, comm::LinkCost* link) {
   return Status();
 }
 
-Status parse_cluster(const Section& s, comm::CommOptions* c) {
+Status parse_cluster(const Section& s, comm::CommOptions* c, DisaggregationSection* d) {
   SW_RETURN_IF_ERROR(
       s.check_keys({"ranks_per_node", "comm_backend", "all_to_all", "timeout_s", "control_endpoint",
-                    "heartbeat_interval_s", "heartbeat_miss_count", "intra_node", "inter_node"}));
+                    "heartbeat_interval_s", "heartbeat_miss_count", "intra_node", "inter_node",
+                    "kv_transfer_timeout_s"}));
+  SW_RETURN_IF_ERROR(s.number(
+      "kv_transfer_timeout_s", &d->kv_transfer_timeout_s,
+      [](double x) { return x > 0 && x <= limits::kMaxTimeoutS; },
+      fmt::format("a number of seconds in (0, {:g}]", limits::kMaxTimeoutS)));
   SW_RETURN_IF_ERROR(s.integer(
       "ranks_per_node", &c->ranks_per_node, 0, limits::kMaxWorldSize,
       fmt::format("an integer in [0, {}] (0: detect nodes with MPI)", limits::kMaxWorldSize)));
@@ -388,19 +412,22 @@ Result<ClusterConfig> parse_cluster_config(const std::string& yaml_text,
     int budget = limits::kMaxYamlNodes;
     SW_RETURN_IF_ERROR(check_duplicate_keys(source, root, "", &budget));
     Section top(c.source, root, "");
-    SW_RETURN_IF_ERROR(
-        top.check_keys({"version", "model", "runtime", "scheduler", "cluster", "pools", "moe"}));
+    SW_RETURN_IF_ERROR(top.check_keys(
+        {"version", "model", "runtime", "scheduler", "cluster", "pools", "moe", "disaggregation"}));
     int version = 1;
     SW_RETURN_IF_ERROR(top.integer("version", &version, 1, 1, "1 (the schema version)"));
     if (!top.has("model")) return top.error("model", "required section missing (model.path)");
     SW_RETURN_IF_ERROR(parse_model(top.section("model"), &c.model));
     SW_RETURN_IF_ERROR(parse_runtime(top.section("runtime"), &c.runtime));
     SW_RETURN_IF_ERROR(parse_scheduler(top.section("scheduler"), &c.scheduler));
-    SW_RETURN_IF_ERROR(parse_cluster(top.section("cluster"), &c.comm));
+    SW_RETURN_IF_ERROR(parse_cluster(top.section("cluster"), &c.comm, &c.disaggregation));
     if (!top.has("pools"))
       return top.error("pools", "required section missing (mixed, or prefill and decode)");
     SW_RETURN_IF_ERROR(parse_pools(top.section("pools"), &c.pools));
     SW_RETURN_IF_ERROR(parse_moe(top.section("moe"), &c.moe));
+    SW_RETURN_IF_ERROR(parse_disaggregation(top.section("disaggregation"), &c.disaggregation));
+    if (top.has("disaggregation") && !c.disaggregated())
+      return top.error("disaggregation", "only meaningful with prefill and decode pools");
   } catch (const YAML::Exception& e) {  // defensive: malformed nodes yaml-cpp rejects lazily
     return invalid_argument("{}: cannot read YAML: {}", source, e.what());
   }
