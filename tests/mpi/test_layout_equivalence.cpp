@@ -102,29 +102,29 @@ const Output& reference(const std::string& model) {
   return cache.emplace(model, o).first->second;
 }
 
-class LayoutTest : public ::testing::TestWithParam<Layout> {};
-
-TEST_P(LayoutTest, PartitionedLogitsEqualSingleProcess) {
-  const Layout& l = GetParam();
-  const Output& ref = reference(l.model);
+// Runs `mpirun -np world shardwise generate --config` with `pools_yaml` (the `pools:` line and
+// anything after it) and checks tokens and logits against the single-process reference.
+void expect_equals_single_process(const std::string& model, const std::string& name, int world,
+                                  const std::string& cluster_yaml, int ranks_per_node = 0,
+                                  const std::string& all_to_all = "flat") {
+  const Output& ref = reference(model);
   ASSERT_EQ(ref.exit_code, 0) << ref.text;
   const fs::path ref_dir = ref.text.substr(ref.text.rfind("#dir ") + 5);
 
-  fs::path dir = work_dir() / l.name();
+  fs::path dir = work_dir() / name;
   fs::create_directories(dir);
   std::ofstream(dir / "prompts.jsonl") << kPrompts;
   std::ofstream(dir / "cluster.yaml")
-      << "model: {path: \"" << l.model << "\", load_format: " << load_format(l.model)
+      << "model: {path: \"" << model << "\", load_format: " << load_format(model)
       << ", dtype: float32}\n"
       << "runtime: {device: cpu, kv_block_size: 4, max_num_seqs: 4, "
          "max_num_batched_tokens: 9, max_model_len: 64}\n"
-      << "cluster: {ranks_per_node: " << l.ranks_per_node << ", all_to_all: " << l.all_to_all
-      << ", timeout_s: 120, control_endpoint: \"tcp://127.0.0.1:*\"}\n"
-      << "pools: {mixed: {instances: " << l.instances << ", tp: " << l.tp << ", pp: " << l.pp
-      << ", dp: " << l.dp << ", moe: " << l.moe << "}}\n"
-      << "moe: {capacity_factor: null}\n";
+      << "cluster: {ranks_per_node: " << ranks_per_node << ", all_to_all: " << all_to_all
+      << ", timeout_s: 120, kv_transfer_timeout_s: 60, control_endpoint: "
+         "\"tcp://127.0.0.1:*\"}\n"
+      << cluster_yaml << "moe: {capacity_factor: null}\n";
   const std::string cmd = std::string(SHARDWISE_MPIEXEC) +
-                          " --allow-run-as-root --oversubscribe -np " + std::to_string(l.world()) +
+                          " --allow-run-as-root --oversubscribe -np " + std::to_string(world) +
                           " " + SHARDWISE_CLI + " generate --config " +
                           (dir / "cluster.yaml").string() + common_args(dir / "prompts.jsonl") +
                           " --dump-logits " + (dir / "logits.npy").string();
@@ -152,6 +152,75 @@ TEST_P(LayoutTest, PartitionedLogitsEqualSingleProcess) {
     EXPECT_LE(diff / scale, 1e-5) << "max |logit diff| relative to the logit scale";
   }
 }
+
+class LayoutTest : public ::testing::TestWithParam<Layout> {};
+
+TEST_P(LayoutTest, PartitionedLogitsEqualSingleProcess) {
+  const Layout& l = GetParam();
+  std::ostringstream pools;
+  pools << "pools: {mixed: {instances: " << l.instances << ", tp: " << l.tp << ", pp: " << l.pp
+        << ", dp: " << l.dp << ", moe: " << l.moe << "}}\n";
+  expect_equals_single_process(l.model, l.name(), l.world(), pools.str(), l.ranks_per_node,
+                               l.all_to_all);
+}
+
+// Prefill and decode pools of different layouts: the KV of each prompt moves layer by layer
+// from the prefill ranks to the decode ranks that hold those layers and heads.
+struct PoolLayout {
+  int tp = 1, pp = 1, dp = 1, instances = 1;
+  int ranks() const { return tp * pp * dp * instances; }
+  std::string yaml() const {
+    return "{instances: " + std::to_string(instances) + ", tp: " + std::to_string(tp) +
+           ", pp: " + std::to_string(pp) + ", dp: " + std::to_string(dp) + ", moe: ep}";
+  }
+  std::string name() const {
+    return (instances > 1 ? std::to_string(instances) + "x" : std::string()) + "tp" +
+           std::to_string(tp) + "pp" + std::to_string(pp) + "dp" + std::to_string(dp);
+  }
+};
+
+struct DisaggLayout {
+  std::string model;
+  PoolLayout prefill, decode;
+  std::string name() const {
+    std::string m = model.substr(model.find_last_of('/') + 1);
+    for (char& c : m)
+      if (c == '-' || c == '.') c = '_';
+    return m + "_" + prefill.name() + "_to_" + decode.name();
+  }
+};
+
+void PrintTo(const DisaggLayout& l, std::ostream* os) { *os << l.name(); }
+
+class DisaggTest : public ::testing::TestWithParam<DisaggLayout> {};
+
+TEST_P(DisaggTest, DisaggregatedLogitsEqualSingleProcess) {
+  const DisaggLayout& l = GetParam();
+  const std::string pools =
+      "pools:\n  prefill: " + l.prefill.yaml() + "\n  decode: " + l.decode.yaml() + "\n";
+  expect_equals_single_process(l.model, "disagg_" + l.name(),
+                               1 + l.prefill.ranks() + l.decode.ranks(), pools);
+}
+
+std::vector<DisaggLayout> disagg_layouts() {
+  const std::string hf = std::string(SHARDWISE_FIXTURES_DIR) + "/hf/";
+  std::vector<DisaggLayout> out;
+  for (const std::string& model : {std::string("tiny-moe"), std::string("tiny-dense"), hf + "llama",
+                                   hf + "mixtral", hf + "qwen3_moe"}) {
+    const bool two_layers = model.ends_with("mixtral");  // pp 3 needs 3 layers
+    out.push_back({model, {.tp = 2}, {.tp = 1}});
+    out.push_back({model, {.tp = 1}, {.tp = 2}});
+    out.push_back({model, {.tp = 4}, {.tp = 1}});  // 2 KV heads: replicated on the prefill side
+    out.push_back({model, {.pp = 2}, {.pp = 1}});
+    out.push_back({model, {.pp = 1}, {.pp = two_layers ? 2 : 3}});
+    out.push_back({model, {.dp = 2}, {.tp = 1}});  // EP over the prefill's dp groups
+    out.push_back({model, {.tp = 1}, {.instances = 2}});
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Pairs, DisaggTest, ::testing::ValuesIn(disagg_layouts()),
+                         [](const auto& info) { return info.param.name(); });
 
 std::vector<Layout> layouts() {
   const char* m = std::getenv("SHARDWISE_LAYOUT_MATRIX");
