@@ -246,7 +246,9 @@ Status parse_disaggregation(const Section& s, DisaggregationSection* d) {
                                           "\"hostname\"), got \"{}\"",
                                           d->kv_host));
   const Section f = s.section("fault_injection");
-  SW_RETURN_IF_ERROR(f.check_keys({"mode", "decode_rank", "stall_s"}));
+  SW_RETURN_IF_ERROR(f.check_keys({"mode", "decode_rank", "stall_s", "count"}));
+  SW_RETURN_IF_ERROR(f.integer("count", &d->fault_count, 0, 1 << 30,
+                               "an integer >= 0 (0: every transfer to that rank)"));
   SW_RETURN_IF_ERROR(f.choice("mode", &d->fault_mode, {"none", "drop", "stall"}));
   SW_RETURN_IF_ERROR(f.integer("decode_rank", &d->fault_decode_rank, 0, limits::kMaxWorldSize,
                                fmt::format("a world rank in [0, {}]", limits::kMaxWorldSize)));

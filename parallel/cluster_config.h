@@ -72,6 +72,7 @@ struct DisaggregationSection {
   std::string fault_mode = "none";  // none | drop | stall
   int fault_decode_rank = -1;
   double fault_stall_s = 0;
+  int fault_count = 0;  // transfers affected (per sending rank); 0: every one
 };
 
 struct ClusterConfig {

@@ -204,6 +204,7 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
                                            : KvFault::Mode::kNone;
     fault.decode_rank = d.fault_decode_rank;
     fault.stall_s = d.fault_stall_s;
+    fault.count = d.fault_count;
     kv = std::make_unique<KvTransferAgent>(rt.plan, rt.rank(), *engine.runner, *transport, fault);
   }
   SW_RETURN_IF_ERROR(

@@ -64,7 +64,11 @@ Status KvTransferAgent::send_layer(const KvSendOrder& order, int layer) {
     const uint32_t part = static_cast<uint32_t>(k) * kPartsPerSegment +
                           static_cast<uint32_t>(layer - seg.layer_begin);
     const int dst_rank = order.dst_ranks[idx];
-    if (fault_.mode != KvFault::Mode::kNone && dst_rank == fault_.decode_rank) {
+    const bool faulty = fault_.mode != KvFault::Mode::kNone && dst_rank == fault_.decode_rank &&
+                        (fault_.count == 0 || faulted_.count(order.transfer) ||
+                         static_cast<int>(faulted_.size()) < fault_.count);
+    if (faulty) {
+      faulted_.insert(order.transfer);
       if (fault_.mode == KvFault::Mode::kDrop) continue;  // never sent
       std::lock_guard<std::mutex> lock(delayed_mu_);
       delayed_.push_back({order.dst_addresses[idx], order.transfer, part, std::move(bytes),

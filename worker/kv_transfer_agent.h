@@ -30,6 +30,7 @@ struct KvFault {
   Mode mode = Mode::kNone;
   int decode_rank = -1;  // world rank
   double stall_s = 0;
+  int count = 0;  // transfers affected; 0: every one
 };
 
 class KvTransferAgent {
@@ -91,6 +92,7 @@ class KvTransferAgent {
   };
   mutable std::mutex delayed_mu_;
   std::deque<Delayed> delayed_;  // fault injection: stalled parts
+  std::set<uint64_t> faulted_;   // transfers the fault has hit
 
   std::map<uint64_t, Expected> expected_;
   std::map<uint64_t, std::vector<comm::KvPart>> early_;  // parts before their order

@@ -1,10 +1,13 @@
-// Load through a real cluster: `mpirun -np N engine_load_test --config F` starts the cluster
-// file's job (coordinator + worker ranks, ZeroMQ control, MPI data plane) and on rank 0 sends
-// --requests requests of random lengths (some longer than a prefill chunk) arriving over time
-// as a Poisson process. The cluster's KV pools are small enough to force preemption. Every
-// request must end with exactly the tokens the same request gets from a single-process engine
-// with room for everything, streamed once each (none lost or duplicated), and every KV pool
-// must be empty at the end. Exit code 0 on success; the failures are printed otherwise.
+// Requests through a real cluster: `mpirun -np N engine_load_test --config F` starts the
+// cluster file's job (coordinator + worker ranks, ZeroMQ control, MPI data plane, KV transfers
+// between prefill and decode pools) and on rank 0 sends --requests requests of random lengths
+// (some longer than a prefill chunk) arriving over time as a Poisson process. Every request
+// must end with exactly the tokens the same request gets from a single-process engine with
+// room for everything, streamed once each (none lost or duplicated), and every KV pool must be
+// empty at the end. --min-preemptions asks for at least that many preemptions (tight pools);
+// --expect-failed N for exactly N requests failed by a KV transfer past its deadline (with
+// the config's fault injection and on_transfer_failure: fail), each error naming the ranks
+// that did not answer. Exit code 0 on success; the failures are printed otherwise.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -67,8 +70,14 @@ Result<std::vector<std::vector<int32_t>>> reference(const worker::ClusterRuntime
   return out;
 }
 
+struct Expectations {
+  int64_t min_preemptions = 1;
+  int failed = 0;
+};
+
 Status drive(Engine& engine, const std::vector<RequestSpec>& requests,
-             const std::vector<std::vector<int32_t>>& want, double rate, uint64_t seed) {
+             const std::vector<std::vector<int32_t>>& want, double rate, uint64_t seed,
+             const Expectations& expect) {
   std::mt19937_64 rng(seed + 1);
   std::exponential_distribution<double> gap(rate);
   const auto t0 = std::chrono::steady_clock::now();
@@ -94,11 +103,18 @@ Status drive(Engine& engine, const std::vector<RequestSpec>& requests,
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  int wrong = 0;
+  int wrong = 0, failed = 0;
   int64_t preemptions = 0, tokens = 0;
   for (size_t i = 0; i < ids.size(); ++i) {
     const coordinator::Request* r = engine.request(ids[i]);
     std::string why;
+    if (r->state == coordinator::RequestState::kFailed && expect.failed > 0 &&
+        r->error.find("was not acknowledged within") != std::string::npos &&
+        r->error.find("ranks that did not answer: [rank ") != std::string::npos) {
+      ++failed;
+      std::printf("request %zu failed as expected: %s\n", i, r->error.c_str());
+      continue;
+    }
     if (r->state != coordinator::RequestState::kFinished)
       why = fmt::format("state {} ({})", coordinator::request_state_name(r->state), r->error);
     else if (r->output_ids != want[i])
@@ -114,17 +130,25 @@ Status drive(Engine& engine, const std::vector<RequestSpec>& requests,
     tokens += static_cast<int64_t>(r->output_ids.size());
   }
   const auto& kv = engine.scheduler().kv();
+  const auto& st = engine.scheduler().stats();
   std::printf(
       "engine_load_test: %zu requests, %ld output tokens in %.1f s over %d instance(s), %ld "
-      "preemption(s), %d wrong\n",
+      "preemption(s), %ld KV transfer(s) of %.1f MiB, %ld failed transfer(s), %d request(s) "
+      "failed, %d wrong\n",
       ids.size(), static_cast<long>(tokens), seconds, kv.num_instances(),
-      static_cast<long>(preemptions), wrong);
+      static_cast<long>(preemptions), static_cast<long>(st.kv_transfers),
+      static_cast<double>(st.kv_bytes) / (1 << 20), static_cast<long>(st.kv_transfer_failures),
+      failed, wrong);
   if (wrong > 0)
     return internal_error("{} of {} requests did not get their tokens", wrong, ids.size());
+  if (failed != expect.failed)
+    return internal_error("{} requests failed by a transfer deadline, expected {}", failed,
+                          expect.failed);
   if (!kv.all_free() || !kv.check_invariants().ok())
     return internal_error("KV blocks are still held after every request ended");
-  if (preemptions == 0)
-    return internal_error("no preemption: the config's KV pools are meant to force some");
+  if (preemptions < expect.min_preemptions)
+    return internal_error("{} preemption(s), expected at least {}", preemptions,
+                          expect.min_preemptions);
   return Status();
 }
 
@@ -137,7 +161,16 @@ int main(int argc, char** argv) {
   int requests = 1000;
   double rate = 250;
   uint64_t seed = 7;
+  int max_prompt = 48, max_new = 16;
+  sw::Expectations expect;
   app.add_option("--config", config, "Cluster YAML")->required();
+  app.add_option("--max-prompt", max_prompt, "Longest prompt")->capture_default_str();
+  app.add_option("--max-new", max_new, "Most new tokens of a request")->capture_default_str();
+  app.add_option("--min-preemptions", expect.min_preemptions, "Preemptions the run must see")
+      ->capture_default_str();
+  app.add_option("--expect-failed", expect.failed,
+                 "Requests that must fail by a transfer deadline (fault injection)")
+      ->capture_default_str();
   app.add_option("--requests", requests, "Requests to send")->capture_default_str();
   app.add_option("--rate", rate, "Mean arrivals per second (Poisson)")->capture_default_str();
   app.add_option("--seed", seed, "Seed of lengths, tokens and arrival times")
@@ -150,12 +183,12 @@ int main(int argc, char** argv) {
   // The reference runs before the workers connect: once they have, the coordinator must keep
   // answering their heartbeats.
   jo.prepare = [&](const sw::worker::ClusterRuntime& rt) -> sw::Result<int64_t> {
-    specs = sw::make_requests(requests, seed, rt.model.vocab_size, 48, 16);
+    specs = sw::make_requests(requests, seed, rt.model.vocab_size, max_prompt, max_new);
     SW_ASSIGN_OR_RETURN(want, sw::reference(rt, specs));
     return int64_t{0};
   };
   return sw::coordinator::run_cluster_job(
       config, jo, [&](sw::coordinator::Engine& engine, const sw::worker::ClusterRuntime&) {
-        return sw::drive(engine, specs, want, rate, seed);
+        return sw::drive(engine, specs, want, rate, seed, expect);
       });
 }
