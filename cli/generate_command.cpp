@@ -143,6 +143,12 @@ Status emit_results(const GenerateArgs& a, const std::vector<Outcome>& outcomes,
           "[{}] prompt={} -> output={} ({}, ttft {:.1f} ms, total {:.1f} ms)\n", i,
           fmt::join(o.prompt_ids, ","), fmt::join(r->output_ids, ","), reason, ttft_ms, total_ms);
     }
+    if (a.verbose && r->kv_bytes > 0)
+      std::cerr << fmt::format(
+          "request {}: KV transfer {:.1f} KiB in {:.2f} ms, {:.0f}% of it while the prefill "
+          "step ran\n",
+          i, static_cast<double>(r->kv_bytes) / 1024.0, r->kv_transfer_ms,
+          100.0 * r->kv_hidden_share);
     if (!a.dump_logits.empty())
       SW_RETURN_IF_ERROR(write_npy(logits_path(a.dump_logits, i, outcomes.size()),
                                    r->logits.data_as<float>(), r->logits.shape()));
@@ -155,10 +161,10 @@ Status emit_results(const GenerateArgs& a, const std::vector<Outcome>& outcomes,
   const double wall_ms = ms_between(first, Clock::now());
   spdlog::info(
       "{} request(s), {} prompt + {} generated tokens in {} steps, {:.1f} ms ({:.1f} tok/s), {} "
-      "preemption(s)",
+      "preemption(s), {} KV transfer(s) of {:.1f} KiB ({} failed)",
       outcomes.size(), sched.prompt_tokens, sched.generated_tokens, engine.stats().num_steps,
-      wall_ms, wall_ms > 0 ? sched.generated_tokens * 1000.0 / wall_ms : 0.0,
-      sched.num_preemptions);
+      wall_ms, wall_ms > 0 ? sched.generated_tokens * 1000.0 / wall_ms : 0.0, sched.num_preemptions,
+      sched.kv_transfers, static_cast<double>(sched.kv_bytes) / 1024.0, sched.kv_transfer_failures);
   if (a.verbose) {
     const auto& layers = engine.stats().moe_layers;
     for (size_t l = 0; l < layers.size(); ++l) {
@@ -253,7 +259,8 @@ std::function<int()> add_generate_command(CLI::App& app) {
                                    "dtype, runtime limits and scheduler from the file)");
   model_opt->excludes(config_opt);
   g->add_flag("--verbose", a->verbose,
-              "Print per-layer MoE metrics (tokens per expert, drops, imbalance)");
+              "Print per-layer MoE metrics (tokens per expert, drops, imbalance) and each "
+              "request's KV transfer (bytes, time, share during the prefill step)");
   // Options the cluster file owns: refused next to --config, naming the key to use instead.
   std::vector<std::pair<CLI::Option*, const char*>> file_owned;
   auto owned = [&](CLI::Option* o, const char* key) {

@@ -14,16 +14,20 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
 
 namespace sw::comm {
 
+// A received part. Its bytes stay in the transport's own buffer (no copy); `owner` keeps that
+// buffer alive as long as the part is.
 struct KvPart {
   uint64_t transfer = 0;
   uint32_t part = 0;
-  std::string bytes;
+  std::string_view bytes;
+  std::shared_ptr<const void> owner;
 };
 
 struct KvSendResult {

@@ -213,7 +213,9 @@ class ZmqKvTransport final : public KvTransport {
       router_.send(frames[0], zmq::send_flags::sndmore);
       router_.send(zmq::buffer(encode_header(h->transfer, h->part)), zmq::send_flags::dontwait);
       stats_.bytes_received += static_cast<int64_t>(frames[2].size());
-      received_.push_back({h->transfer, h->part, frames[2].to_string()});
+      auto body = std::make_shared<zmq::message_t>(std::move(frames[2]));
+      const std::string_view bytes(static_cast<const char*>(body->data()), body->size());
+      received_.push_back({h->transfer, h->part, bytes, std::move(body)});
     }
   }
 
