@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "model/model_config.h"
 #include "parallel/cluster_config.h"
+#include "parallel/kv_transfer_plan.h"
 #include "parallel/partitioner.h"
 
 namespace sw::cli {
@@ -33,10 +34,23 @@ int run_plan(const PlanArgs& a) {
         fmt::format("{}: key 'model.path' ({})", a.config, cluster->model.path)));
   Result<parallel::Plan> plan = parallel::make_plan(*cluster, *model, a.world_size);
   if (!plan.ok()) return fail(plan.status());
-  if (a.json)
+  if (a.json) {
     std::cout << plan->to_json().dump(2) << "\n";
-  else
-    std::cout << plan->to_text();
+    return 0;
+  }
+  std::cout << plan->to_text();
+  // Prefill and decode pools: who sends which layers and KV heads to whom.
+  if (cluster->disaggregated()) {
+    Result<parallel::KvTransferPlan> kv = parallel::make_kv_transfer_plan(*plan, 0, 1);
+    if (!kv.ok()) return fail(kv.status());
+    Result<DType> dtype = parse_dtype(cluster->model.dtype);
+    if (!dtype.ok()) return fail(dtype.status());
+    const int64_t per_token =
+        kv->bytes_per_token(model->head_dim, static_cast<int64_t>(dtype_size(*dtype)));
+    std::cout << fmt::format(
+        "\nKV transfer prefill -> decode (per dp group, {} bytes per token on the wire):\n{}",
+        per_token, kv->to_text());
+  }
   return 0;
 }
 
