@@ -345,9 +345,7 @@ ScheduledStep Scheduler::build_step(int instance,
     if (s.sample && instances_[instance].spec.role == InstanceRole::kPrefill &&
         static_cast<int64_t>(r->output_ids.size()) + 1 < r->spec.max_new_tokens) {
       if (Transfer* t = reserve_transfer(*r, static_cast<int64_t>(r->tokens.size()))) {
-        t->deadline =
-            Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(options_.kv_transfer_timeout_s));
+        // The deadline starts when the step that sends it has ended (src_done).
         step.command.kv_sends.push_back(send_order(*t, s.block_table));
       }
     }
@@ -421,7 +419,12 @@ Status Scheduler::update_from_output(const ScheduledStep& step, const StepOutput
               now + std::chrono::duration_cast<Clock::duration>(
                         std::chrono::duration<double>(options_.kv_transfer_timeout_s));
         } else {
+          // Its layers left during the step; the deadline counts from the step's end, so a
+          // long prefill does not eat into it.
           t->second.src_done = true;
+          t->second.deadline =
+              now + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(options_.kv_transfer_timeout_s));
           if (t->second.dst_done) finalize_transfer(t->second, outputs);
         }
       }
