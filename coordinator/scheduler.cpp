@@ -74,6 +74,7 @@ Scheduler::Scheduler(model::ModelConfig model, SchedulerOptions options)
 
 int Scheduler::add_instance(const InstanceSpec& spec) {
   const int i = kv_.add_instance(spec.num_kv_groups, spec.num_kv_blocks, spec.kv_block_size);
+  stats_.preemptions_by_instance.push_back(0);
   Instance inst;
   inst.spec = spec;
   if (inst.spec.name.empty()) inst.spec.name = fmt::format("instance {}", i);
@@ -196,6 +197,7 @@ void Scheduler::preempt(Request& r, const char* why) {
   instances_[instance].waiting.push_front(&r);
   ++r.num_preemptions;
   ++stats_.num_preemptions;
+  ++stats_.preemptions_by_instance[static_cast<size_t>(instance)];
   transition(r, RequestState::kQueued, why);
 }
 

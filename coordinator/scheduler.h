@@ -116,6 +116,9 @@ struct SchedulerStats {
   int64_t kv_transfers = 0;          // completed
   int64_t kv_transfer_failures = 0;  // failed or timed out
   int64_t kv_bytes = 0;
+  // Preemptions for want of KV blocks, by the instance that ran out (recomputes after a lost
+  // instance or a failed transfer count in num_preemptions only).
+  std::vector<int64_t> preemptions_by_instance;
 };
 
 class Scheduler {

@@ -72,6 +72,7 @@ Result<std::vector<std::vector<int32_t>>> reference(const worker::ClusterRuntime
 
 struct Expectations {
   int64_t min_preemptions = 1;
+  int64_t min_decode_preemptions = 0;  // by decode instances running out of blocks
   int failed = 0;
 };
 
@@ -146,6 +147,15 @@ Status drive(Engine& engine, const std::vector<RequestSpec>& requests,
                           expect.failed);
   if (!kv.all_free() || !kv.check_invariants().ok())
     return internal_error("KV blocks are still held after every request ended");
+  int64_t decode_preemptions = 0;
+  for (int i = 0; i < engine.scheduler().num_instances(); ++i)
+    if (engine.scheduler().instance(i).role == coordinator::InstanceRole::kDecode)
+      decode_preemptions += st.preemptions_by_instance[static_cast<size_t>(i)];
+  std::printf("engine_load_test: %ld preemption(s) by decode instances\n",
+              static_cast<long>(decode_preemptions));
+  if (decode_preemptions < expect.min_decode_preemptions)
+    return internal_error("{} preemption(s) on decode instances, expected at least {}",
+                          decode_preemptions, expect.min_decode_preemptions);
   if (preemptions < expect.min_preemptions)
     return internal_error("{} preemption(s), expected at least {}", preemptions,
                           expect.min_preemptions);
@@ -167,6 +177,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-prompt", max_prompt, "Longest prompt")->capture_default_str();
   app.add_option("--max-new", max_new, "Most new tokens of a request")->capture_default_str();
   app.add_option("--min-preemptions", expect.min_preemptions, "Preemptions the run must see")
+      ->capture_default_str();
+  app.add_option("--min-decode-preemptions", expect.min_decode_preemptions,
+                 "Preemptions decode instances must make")
       ->capture_default_str();
   app.add_option("--expect-failed", expect.failed,
                  "Requests that must fail by a transfer deadline (fault injection)")
