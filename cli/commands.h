@@ -12,5 +12,9 @@ namespace sw::cli {
 std::function<int()> add_generate_command(CLI::App& app);
 // Registers `plan` (cluster YAML -> partition plan as a table or JSON).
 std::function<int()> add_plan_command(CLI::App& app);
+// Registers `serve` (the engine behind a ZeroMQ endpoint).
+std::function<int()> add_serve_command(CLI::App& app);
+// Registers `bench` with `throughput` (in-process load) and `serve` (against a server).
+std::function<int()> add_bench_command(CLI::App& app);
 
 }  // namespace sw::cli

@@ -23,11 +23,15 @@ int run(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
   auto run_generate = sw::cli::add_generate_command(app);
   auto run_plan = sw::cli::add_plan_command(app);
+  auto run_serve = sw::cli::add_serve_command(app);
+  auto run_bench = sw::cli::add_bench_command(app);
   CLI11_PARSE(app, argc, argv);
   sw::init_logging(log_level);
   for (CLI::App* sub : app.get_subcommands()) {
     if (sub->get_name() == "generate") return run_generate();
     if (sub->get_name() == "plan") return run_plan();
+    if (sub->get_name() == "serve") return run_serve();
+    if (sub->get_name() == "bench") return run_bench();
   }
   return 1;
 }

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -187,6 +188,10 @@ Status run_job(const std::string& config_path, const ClusterJobOptions& opts,
   SW_RETURN_IF_ERROR(broadcast_string(*rt.world, endpoint));
 
   if (!coordinator) {
+    if (opts.workers_ignore_signals) {
+      std::signal(SIGINT, SIG_IGN);
+      std::signal(SIGTERM, SIG_IGN);
+    }
     const parallel::RankCoord& me = rt.rank_plan().coord;
     const int64_t my_blocks =
         blocks[static_cast<size_t>(parallel::instance_index(rt.plan.pools, me.pool, me.instance))];

@@ -24,6 +24,10 @@ struct ClusterJobOptions {
   // blocks per dp group (e.g. at what a fixed list of prompts can use); 0: no cap.
   std::function<Result<int64_t>(const worker::ClusterRuntime&)> prepare;
   bool collect_moe_metrics = false;
+  // Workers ignore SIGINT and SIGTERM (a Slurm scancel or a terminal's ^C reaches every rank):
+  // the coordinator drains and then tells them to exit; a coordinator that died is noticed by
+  // its missing heartbeats.
+  bool workers_ignore_signals = false;
 };
 
 using ClusterDriver = std::function<Status(Engine&, const worker::ClusterRuntime&)>;

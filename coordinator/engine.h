@@ -52,6 +52,8 @@ class Engine {
   // One iteration: commit finished steps, schedule and submit every idle instance. When no
   // step finished, waits up to `max_wait_s` for one (0: never blocks) and commits it. Returns
   // what requests produced, in commit order. An error here is a bug, not a lost instance.
+  // Call it at least once per heartbeat interval, idle or not: remote executors send their
+  // workers' heartbeats (and notice lost workers) from here.
   Result<std::vector<RequestOutput>> step(double max_wait_s = 0.05);
   bool has_unfinished() const { return scheduler_.has_unfinished(); }
   bool busy() const;  // a step is in flight somewhere

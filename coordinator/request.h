@@ -64,6 +64,7 @@ struct Request {
   // the KV sequence. A preempted request gets a new sequence id when it is admitted again.
   int instance = -1;
   int kv_group = -1;
+  int prefill_instance = -1;  // disaggregation: the prefill instance its KV came from
   int64_t seq_id = -1;
 
   std::vector<int32_t> tokens;  // prompt + generated: what the KV cache must hold

@@ -592,6 +592,7 @@ void Scheduler::finalize_transfer(Transfer& t, std::vector<RequestOutput>* outpu
   Status st = kv_.free(t.src_instance, t.src_group, t.src_seq);
   SW_CHECK_MSG(st.ok(), "request {}: {}", r.id, st.message());
   std::erase(transferring_, &r);
+  r.prefill_instance = t.src_instance;
   r.instance = t.dst_instance;
   r.kv_group = t.dst_group;
   r.seq_id = t.dst_seq;

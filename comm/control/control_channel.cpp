@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
 
 namespace sw::comm {
 namespace {
@@ -145,6 +146,7 @@ Result<std::optional<ControlMessage>> ControlChannel::receive(double timeout_s) 
     try {
       zmq::poll(items, 1, std::chrono::milliseconds(ms));
     } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;  // a signal (serve's SIGTERM): the loop waits on
       return unavailable("control receive on {}: poll failed: {}", endpoint_, e.what());
     }
     if (!(items[0].revents & ZMQ_POLLIN)) {

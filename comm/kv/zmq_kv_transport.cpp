@@ -5,6 +5,7 @@
 // the bytes; progress() only hands frames over and reads what came back.
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -111,7 +112,8 @@ class ZmqKvTransport final : public KvTransport {
       for (size_t i = 0; i < order.size(); ++i)
         if (items[i + 1].revents & ZMQ_POLLIN) receive_acks(*order[i].first, *order[i].second);
     } catch (const zmq::error_t& e) {
-      return unavailable("KV transport {}: {}", address_, e.what());
+      if (e.num() != EINTR)  // a signal only cuts the wait short
+        return unavailable("KV transport {}: {}", address_, e.what());
     }
     expire();
     return Status();

@@ -1,0 +1,298 @@
+// Workloads, arrival schedules and the load loop of `shardwise bench` (see loadgen.h).
+#include "coordinator/loadgen.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "common/json_fields.h"
+#include "common/limits.h"
+
+namespace sw::coordinator {
+
+namespace {
+
+double since(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Uniform integer in [len * (1 - r), len * (1 + r)], at least 1.
+int64_t draw_len(std::mt19937_64& rng, int64_t len, double r) {
+  const int64_t lo = std::max<int64_t>(1, static_cast<int64_t>(std::floor(len * (1.0 - r))));
+  const int64_t hi = std::max<int64_t>(lo, static_cast<int64_t>(std::ceil(len * (1.0 + r))));
+  return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+}
+
+Result<std::vector<WorkloadItem>> random_workload(const WorkloadOptions& o, int64_t vocab) {
+  if (o.random_input_len < 1 || o.random_output_len < 1 || o.random_prefix_len < 0)
+    return invalid_argument(
+        "--random-input-len ({}) and --random-output-len ({}) must be >= 1, "
+        "--random-prefix-len ({}) >= 0",
+        o.random_input_len, o.random_output_len, o.random_prefix_len);
+  if (!(o.random_range_ratio >= 0 && o.random_range_ratio < 1))
+    return invalid_argument("--random-range-ratio must be in [0, 1), got {}", o.random_range_ratio);
+  const int64_t longest =
+      o.random_prefix_len +
+      static_cast<int64_t>(std::ceil(o.random_input_len * (1.0 + o.random_range_ratio)));
+  if (longest > limits::kMaxPositionEmbeddings)
+    return invalid_argument(
+        "--random-input-len and --random-prefix-len: prompts of up to {} "
+        "tokens exceed {}",
+        longest, limits::kMaxPositionEmbeddings);
+  std::mt19937_64 rng(o.seed);
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(vocab - 1));
+  std::vector<int32_t> prefix(static_cast<size_t>(o.random_prefix_len));
+  for (auto& t : prefix) t = token(rng);
+  std::vector<WorkloadItem> items(static_cast<size_t>(o.num_prompts));
+  for (auto& item : items) {
+    const int64_t in = draw_len(rng, o.random_input_len, o.random_range_ratio);
+    item.output_len = draw_len(rng, o.random_output_len, o.random_range_ratio);
+    item.prompt_ids = prefix;
+    for (int64_t i = 0; i < in; ++i) item.prompt_ids.push_back(token(rng));
+  }
+  return items;
+}
+
+Result<std::vector<WorkloadItem>> jsonl_workload(const WorkloadOptions& o, int64_t vocab) {
+  if (o.dataset_path.empty())
+    return invalid_argument("--dataset-name jsonl needs --dataset-path FILE.jsonl");
+  std::ifstream in(o.dataset_path);
+  if (!in) return not_found("--dataset-path: cannot open '{}'", o.dataset_path);
+  std::vector<WorkloadItem> lines;
+  std::string line;
+  for (int lineno = 1; std::getline(in, line); ++lineno) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = fmt::format("{}:{}", o.dataset_path, lineno);
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      return invalid_argument("{}: expected one JSON object per line", where);
+    for (const auto& item : j.items())
+      if (item.key() != "prompt_ids" && item.key() != "output_len")
+        return invalid_argument("{}: unknown key '{}' (expected prompt_ids, output_len)", where,
+                                item.key());
+    JsonFields f(j, where);
+    SW_ASSIGN_OR_RETURN(std::vector<int> ids, f.required<std::vector<int>>("prompt_ids"));
+    if (ids.empty()) return invalid_argument("{}: key 'prompt_ids': empty prompt", where);
+    WorkloadItem w;
+    for (int id : ids) {
+      if (id < 0 || id >= vocab)
+        return invalid_argument(
+            "{}: key 'prompt_ids': token id {} is outside the vocabulary "
+            "[0, {})",
+            where, id, vocab);
+      w.prompt_ids.push_back(id);
+    }
+    SW_ASSIGN_OR_RETURN(w.output_len,
+                        f.required_in<int64_t>("output_len", 1, limits::kMaxPositionEmbeddings));
+    lines.push_back(std::move(w));
+  }
+  if (lines.empty())
+    return invalid_argument("--dataset-path: '{}' holds no requests", o.dataset_path);
+  if (static_cast<int64_t>(lines.size()) < o.num_prompts)
+    spdlog::info("bench: {} has {} request(s); cycling through them for --num-prompts {}",
+                 o.dataset_path, lines.size(), o.num_prompts);
+  std::vector<WorkloadItem> items;
+  items.reserve(static_cast<size_t>(o.num_prompts));
+  for (int64_t i = 0; i < o.num_prompts; ++i)
+    items.push_back(lines[static_cast<size_t>(i) % lines.size()]);
+  return items;
+}
+
+}  // namespace
+
+Result<std::vector<WorkloadItem>> make_workload(const WorkloadOptions& o, int64_t vocab_size) {
+  if (vocab_size < 1) return invalid_argument("bench: the model has no vocabulary");
+  if (o.num_prompts < 1 || o.num_prompts > 100'000'000)
+    return invalid_argument("--num-prompts must be in [1, 100000000], got {}", o.num_prompts);
+  if (o.dataset == "random") return random_workload(o, vocab_size);
+  if (o.dataset == "jsonl") return jsonl_workload(o, vocab_size);
+  return invalid_argument("--dataset-name '{}': expected random or jsonl", o.dataset);
+}
+
+std::vector<double> arrival_offsets(size_t n, double request_rate, double burstiness,
+                                    uint64_t seed) {
+  std::vector<double> t(n, 0.0);
+  if (!(request_rate > 0) || std::isinf(request_rate)) return t;
+  std::mt19937_64 rng(seed);
+  std::gamma_distribution<double> gap(burstiness, 1.0 / (request_rate * burstiness));
+  for (size_t i = 1; i < n; ++i) t[i] = t[i - 1] + gap(rng);
+  return t;
+}
+
+Result<LoadResult> run_load(RequestTarget& target, const std::vector<WorkloadItem>& workload,
+                            const LoadOptions& o,
+                            const std::function<void(const LoadProgress&)>& progress) {
+  if (!(o.burstiness > 0) || !std::isfinite(o.burstiness))
+    return invalid_argument("--burstiness must be a finite number > 0, got {}", o.burstiness);
+  if (o.max_concurrency < 0)
+    return invalid_argument("--max-concurrency must be >= 0 (0 = no limit), got {}",
+                            o.max_concurrency);
+  const size_t n = workload.size();
+  const std::vector<double> due = arrival_offsets(n, o.request_rate, o.burstiness, o.seed);
+  LoadResult result;
+  result.records.resize(n);
+  std::map<std::string, size_t> index_of;
+  size_t next = 0, done = 0;
+  int64_t output_tokens = 0;
+  const auto start = Clock::now();
+  auto last_progress = start - std::chrono::seconds(1);
+  Clock::time_point last_event = start;
+  auto report = [&](bool force) {
+    const auto now = Clock::now();
+    if (!progress || (!force && now - last_progress < std::chrono::milliseconds(100))) return;
+    last_progress = now;
+    progress(LoadProgress{static_cast<int64_t>(done), static_cast<int64_t>(n), output_tokens,
+                          since(start, now)});
+  };
+  while (done < n) {
+    auto now = Clock::now();
+    // Send every request that is due, as far as the concurrency limit lets.
+    while (
+        next < n && since(start, now) >= due[next] &&
+        (o.max_concurrency == 0 || static_cast<int64_t>(target.num_open()) < o.max_concurrency)) {
+      const WorkloadItem& w = workload[next];
+      serve::GenerateRequest r;
+      r.id = std::to_string(next);
+      r.spec.prompt_ids = w.prompt_ids;
+      r.spec.max_new_tokens = w.output_len;
+      r.spec.ignore_eos = o.ignore_eos;
+      r.spec.sampling.temperature = o.temperature;
+      r.spec.sampling.top_k = o.top_k;
+      r.spec.sampling.top_p = o.top_p;
+      r.spec.sampling.seed = o.seed + next;
+      RequestRecord& rec = result.records[next];
+      rec.index = next;
+      rec.prompt_len = static_cast<int64_t>(w.prompt_ids.size());
+      rec.expected_output_len = w.output_len;
+      rec.start_s = since(start, Clock::now());
+      index_of[r.id] = next;
+      SW_RETURN_IF_ERROR(target.submit(r));
+      ++next;
+      now = Clock::now();
+    }
+    // Wait for events until the next request is due (a request held back by the concurrency
+    // limit waits for an event).
+    double wait = 0.1;
+    if (next < n &&
+        (o.max_concurrency == 0 || static_cast<int64_t>(target.num_open()) < o.max_concurrency))
+      wait = std::clamp(due[next] - since(start, now), 0.0, 0.1);
+    SW_ASSIGN_OR_RETURN(auto events, target.poll(wait));
+    for (RequestEvent& e : events) {
+      auto it = index_of.find(e.id);
+      if (it == index_of.end()) {
+        if (e.kind == RequestEvent::Kind::kError)
+          return unavailable("the server refused a message of the benchmark: {}: {}", e.error.code,
+                             e.error.message);
+        continue;
+      }
+      RequestRecord& rec = result.records[it->second];
+      const double t = since(start, e.received);
+      last_event = std::max(last_event, e.received);
+      if (!e.tokens.empty() && e.kind == RequestEvent::Kind::kTokens) {
+        if (rec.token_times_s.empty())
+          rec.ttft_s = t - rec.start_s;
+        else
+          rec.itl_s.push_back(t - rec.token_times_s.back());
+        rec.token_times_s.push_back(t);
+        rec.tokens_per_message.push_back(static_cast<int64_t>(e.tokens.size()));
+        rec.output_len += static_cast<int64_t>(e.tokens.size());
+        output_tokens += static_cast<int64_t>(e.tokens.size());
+        if (o.keep_output_ids)
+          rec.output_ids.insert(rec.output_ids.end(), e.tokens.begin(), e.tokens.end());
+      }
+      if (!e.terminal()) continue;
+      rec.e2el_s = t - rec.start_s;
+      if (e.kind == RequestEvent::Kind::kError) {
+        rec.error = fmt::format("{}: {}", e.error.code, e.error.message);
+      } else {
+        rec.server = e.summary;
+        rec.success = e.summary.finish_reason == "length" || e.summary.finish_reason == "stop";
+        if (!rec.success)
+          rec.error = e.summary.error.empty() ? e.summary.finish_reason : e.summary.error;
+      }
+      index_of.erase(it);
+      ++done;
+    }
+    report(false);
+  }
+  result.duration_s = since(start, last_event);
+  report(true);
+  return result;
+}
+
+Status EngineTarget::submit(const serve::GenerateRequest& r) {
+  auto added = engine_.add(r.spec);
+  if (!added.ok()) {
+    RequestEvent e;
+    e.kind = RequestEvent::Kind::kError;
+    e.id = r.id;
+    e.error = serve::ProtocolError{serve::kInvalidRequest, added.status().message(), r.id};
+    e.received = Clock::now();
+    pending_.push_back(std::move(e));
+    return Status();
+  }
+  ids_[*added] = r.id;
+  by_id_[r.id] = *added;
+  return Status();
+}
+
+Result<std::vector<RequestEvent>> EngineTarget::poll(double max_wait_s) {
+  std::vector<RequestEvent> events = std::exchange(pending_, {});
+  if (!engine_.has_unfinished() && !engine_.busy()) {
+    // Idle until the next arrival; a step now keeps the workers' heartbeats going.
+    SW_RETURN_IF_ERROR(engine_.step(0.0).status());
+    if (events.empty() && max_wait_s > 0)
+      std::this_thread::sleep_for(std::chrono::duration<double>(max_wait_s));
+    return events;
+  }
+  SW_ASSIGN_OR_RETURN(auto outputs, engine_.step(events.empty() ? max_wait_s : 0.0));
+  const auto now = Clock::now();
+  for (const RequestOutput& out : outputs) {
+    auto it = ids_.find(out.id);
+    if (it == ids_.end()) continue;
+    if (!out.new_tokens.empty()) {
+      RequestEvent e;
+      e.kind = RequestEvent::Kind::kTokens;
+      e.id = it->second;
+      e.tokens = out.new_tokens;
+      e.received = now;
+      events.push_back(std::move(e));
+    }
+    if (!out.finished()) continue;
+    RequestEvent e;
+    e.kind = RequestEvent::Kind::kDone;
+    e.id = it->second;
+    e.received = now;
+    if (const Request* r = engine_.request(out.id)) e.summary = serve::summarize(*r);
+    events.push_back(std::move(e));
+    by_id_.erase(it->second);
+    engine_.release(out.id);
+    ids_.erase(it);
+  }
+  return events;
+}
+
+Status EngineTarget::abort(const std::string& id) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return not_found("request '{}' is not open", id);
+  const int64_t eid = it->second;
+  SW_RETURN_IF_ERROR(engine_.abort(eid));
+  RequestEvent e;  // as the server answers an abort: a done message, finish_reason abort
+  e.kind = RequestEvent::Kind::kDone;
+  e.id = id;
+  e.received = Clock::now();
+  if (const Request* r = engine_.request(eid)) e.summary = serve::summarize(*r);
+  pending_.push_back(std::move(e));
+  engine_.release(eid);
+  ids_.erase(eid);
+  by_id_.erase(it);
+  return Status();
+}
+
+}  // namespace sw::coordinator
