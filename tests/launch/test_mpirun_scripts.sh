@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# ctest launch_run_sh / launch_run_multinode / launch_script_errors: the mpirun launchers of
-# launch/mpirun/ run for real on the CPU configs and must give the single-process tokens.
+# ctest launch_mpirun_run / launch_mpirun_multinode / launch_script_errors: the mpirun
+# launchers of launch/mpirun/ run for real on the CPU configs and must give the single-process
+# tokens; every launcher refuses bad input by name.
 # Usage: test_mpirun_scripts.sh run|multinode|errors SHARDWISE_BIN SOURCE_DIR
 #   run        run.sh --config cpu-local-mixed.yaml generate ...: 4 JSON lines equal to
 #              `generate --model tiny-moe --load-format dummy` in one process, and the printed
@@ -9,7 +10,9 @@
 #   multinode  run-multinode.sh with a localhost hostfile on cpu-local-disagg.yaml: the same
 #              tokens; then the 2-node config mapped (mpirun --display-map --do-not-launch) on
 #              two made-up hosts: ranks 0-8 on the first, 9-16 on the second
-#   errors     bad input ends with exit 2 and a message naming the flag or file
+#   errors     bad input to run.sh, run-multinode.sh, submit.sh and shardwise.sbatch ends with
+#              exit 2 and a message naming the flag or file; submit.sh --dry-run's sbatch
+#              line for a GPU and a CPU config
 set -euo pipefail
 mode="$1"
 export SHARDWISE_BIN="$2"
@@ -134,6 +137,21 @@ case "$mode" in
       --config launch/configs/2node-16gpu-disagg-qwen3moe.yaml generate
     expect_error "-x 'NOT_SET_ANYWHERE_42': not set" $multi --hostfile "$tmp/one" -x NOT_SET_ANYWHERE_42 \
       --config $mixed generate
+    # launch/slurm/: sizing without a cluster (--dry-run), bad input, and the batch script
+    # outside a job. No SLURM_CONF: sinfo finds no cluster, so no --overcommit is added.
+    submit=launch/slurm/submit.sh
+    run_ok "submit.sh --dry-run" "$tmp/s.out" "$tmp/s.err" env -u SLURM_CONF $submit --dry-run \
+      --config launch/configs/2node-16gpu-disagg-qwen3moe.yaml -p gpu -- generate --json
+    expect_in "$tmp/s.err" "sbatch --nodes=2 --ntasks=17 --ntasks-per-node=9 --gpus-per-node=8 -p gpu $src/launch/slurm/shardwise.sbatch generate --json"
+    run_ok "submit.sh --dry-run" "$tmp/s.out" "$tmp/s.err" env -u SLURM_CONF $submit --dry-run \
+      --config launch/configs/cpu-local-disagg.yaml
+    expect_in "$tmp/s.err" "sbatch --nodes=1 --ntasks=3 --ntasks-per-node=3 $src/launch/slurm/shardwise.sbatch"
+    if grep -q -- "--gpus" "$tmp/s.err"; then fail "GPUs asked for a CPU config: $(cat "$tmp/s.err")"; fi
+    expect_error "--config F is required" $submit --dry-run -p gpu
+    expect_error "--launcher 'ssh': expected srun or mpirun" $submit --dry-run --config $mixed --launcher ssh
+    expect_error "the shardwise arguments contain '--config=x.yaml'" $submit --dry-run --config $mixed \
+      -- generate --config=x.yaml
+    expect_error "not inside a Slurm job" env -u SLURM_JOB_ID bash launch/slurm/shardwise.sbatch
     echo "every bad input refused with its message"
     ;;
   *) fail "unknown mode '$mode' (run, multinode or errors)" ;;
