@@ -103,7 +103,8 @@ pids+=($!)
 wait_for 10 "munged socket $socket" test -S "$socket"
 say "munged up (pid ${pids[0]})"
 
-# --- slurm.conf: this host as controller and only node, ports the kernel says are free now.
+# --- slurm.conf: this host as controller and only node, at 127.0.0.1 (its name need not
+# resolve), on ports the kernel says are free now.
 read -r ctld_port slurmd_port < <(python3 -c '
 import socket
 socks = [socket.socket() for _ in range(2)]
@@ -116,7 +117,7 @@ cpus="$(nproc)"
 cat >"$tmp/slurm.conf" <<EOF
 # Written by tests/slurm/run_slurm_test.sh for one test run.
 ClusterName=shardwise-test
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort=$ctld_port
@@ -144,7 +145,7 @@ JobCompType=jobcomp/none
 MailProg=/bin/true
 KillWait=5
 MinJobAge=600
-NodeName=$host CPUs=$cpus State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
 PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
 export SLURM_CONF="$tmp/slurm.conf"
