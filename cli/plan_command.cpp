@@ -1,9 +1,13 @@
 // `shardwise plan`: read a cluster YAML and the model's config.json, run the partitioner and
-// print the plan (text table or JSON) without MPI or devices. Add a flag: a field in PlanArgs,
-// its add_option below, and a line in README.md.
+// print the plan (text table or JSON) without MPI or devices; --print-world-size and
+// --launch-env print what launch scripts need (launch/mpirun/, launch/slurm/). Add a flag: a
+// field in PlanArgs, its add_option below, and a line in README.md.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "model/model_config.h"
@@ -19,7 +23,35 @@ struct PlanArgs {
   std::string config;
   bool json = false;
   int world_size = 0;
+  bool print_world_size = false;
+  bool launch_env = false;
 };
+
+// What a launcher needs to size a job, as shell assignments (launch/lib.sh reads them):
+//   SW_WORLD_SIZE      ranks of mpirun -np / srun -n (coordinator + every pool's ranks)
+//   SW_NODES           nodes the ranks fill, ceil(SW_WORLD_SIZE / SW_RANKS_PER_NODE)
+//   SW_RANKS_PER_NODE  cluster.ranks_per_node capped at the world size; 0 (real hosts, which
+//                      plan cannot see) means one node holding every rank
+//   SW_GPUS_PER_RANK   1 on runtime.device cuda (each worker owns one GPU), else 0
+//   SW_GPUS_PER_NODE   GPUs the busiest node's workers need (the coordinator, on node 0, needs
+//                      none), so 9 ranks on an 8-GPU node ask for 8 GPUs, not 9
+//   SW_DEVICE          cpu | cuda
+std::string launch_env(const parallel::Plan& plan) {
+  const int world = plan.world_size;
+  const int per_node = plan.ranks_per_node > 0 ? std::min(plan.ranks_per_node, world) : world;
+  const int nodes = (world + per_node - 1) / per_node;
+  const int gpus_per_rank = plan.device == "cuda" ? 1 : 0;
+  // Each rank's node as the plan placed it (all on node 0 when ranks_per_node is 0).
+  std::vector<int> workers_on_node(static_cast<size_t>(nodes), 0);
+  for (const parallel::RankPlan& r : plan.ranks)
+    if (!r.coord.coordinator && r.node >= 0 && r.node < nodes)
+      ++workers_on_node[static_cast<size_t>(r.node)];
+  const int busiest = *std::max_element(workers_on_node.begin(), workers_on_node.end());
+  return fmt::format(
+      "SW_WORLD_SIZE={}\nSW_NODES={}\nSW_RANKS_PER_NODE={}\nSW_GPUS_PER_RANK={}\n"
+      "SW_GPUS_PER_NODE={}\nSW_DEVICE={}\n",
+      world, nodes, per_node, gpus_per_rank, gpus_per_rank * busiest, plan.device);
+}
 
 int run_plan(const PlanArgs& a) {
   auto fail = [](const Status& st) {
@@ -34,6 +66,14 @@ int run_plan(const PlanArgs& a) {
         fmt::format("{}: key 'model.path' ({})", a.config, cluster->model.path)));
   Result<parallel::Plan> plan = parallel::make_plan(*cluster, *model, a.world_size);
   if (!plan.ok()) return fail(plan.status());
+  if (a.print_world_size) {
+    std::cout << plan->world_size << "\n";
+    return 0;
+  }
+  if (a.launch_env) {
+    std::cout << launch_env(*plan);
+    return 0;
+  }
   if (a.json) {
     std::cout << plan->to_json().dump(2) << "\n";
     return 0;
@@ -62,10 +102,20 @@ std::function<int()> add_plan_command(CLI::App& app) {
       "plan", "Print how a cluster config lays the model out over ranks (no MPI needed)");
   sub->add_option("--config", args->config, "cluster YAML file (launch/configs/*.yaml)")
       ->required();
-  sub->add_flag("--json", args->json, "print the plan as JSON instead of a table");
+  CLI::Option* json =
+      sub->add_flag("--json", args->json, "print the plan as JSON instead of a table");
   sub->add_option("--world-size", args->world_size,
                   "check against this many ranks (mpirun -np); 0 = no check")
       ->check(CLI::NonNegativeNumber);
+  CLI::Option* world =
+      sub->add_flag("--print-world-size", args->print_world_size,
+                    "print only the number of ranks the config needs, for mpirun -np / srun -n");
+  CLI::Option* env = sub->add_flag("--launch-env", args->launch_env,
+                                   "print SW_WORLD_SIZE, SW_NODES, SW_RANKS_PER_NODE, "
+                                   "SW_GPUS_PER_RANK, SW_GPUS_PER_NODE, SW_DEVICE as shell "
+                                   "assignments, one a line (launch/ scripts read them)");
+  json->excludes(world)->excludes(env);
+  world->excludes(env);
   return [args] { return run_plan(*args); };
 }
 

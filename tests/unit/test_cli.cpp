@@ -195,6 +195,81 @@ TEST(Cli, DumpLogitsMatchesTransformers) {
   EXPECT_LE(diff / scale, 1e-4);
 }
 
+// `plan --print-world-size` and `--launch-env`, which the launch scripts (launch/mpirun/,
+// launch/slurm/) size their jobs from: exact output for shipped configs and for written ones
+// whose node and GPU counts are worked out here by hand.
+TEST(Cli, PlanPrintsWorldSizeAndLaunchEnv) {
+  const std::string configs = testing_paths::source_dir() + "/launch/configs/";
+  struct Case {
+    std::string config, world, env;
+  };
+  auto write = [](const std::string& name, const std::string& yaml) {
+    auto path = std::filesystem::path(::testing::TempDir()) / name;
+    std::ofstream(path) << yaml;
+    return path.string();
+  };
+  // 1 + 2 workers; emulated nodes of 2 ranks: node 0 = {coordinator, 1}, node 1 = {2}, so each
+  // node's workers need one GPU.
+  const std::string two_nodes = write("launch_env_2x2.yaml",
+                                      "model: {path: tiny-moe, load_format: dummy}\n"
+                                      "runtime: {device: cuda}\n"
+                                      "cluster: {ranks_per_node: 2}\n"
+                                      "pools: {mixed: {tp: 2}}\n");
+  // ranks_per_node above the world size: one node of 3, whose 2 workers need 2 GPUs.
+  const std::string capped = write("launch_env_capped.yaml",
+                                   "model: {path: tiny-moe, load_format: dummy}\n"
+                                   "runtime: {device: cuda}\n"
+                                   "cluster: {ranks_per_node: 100}\n"
+                                   "pools: {mixed: {tp: 2}}\n");
+  for (const Case& c : std::vector<Case>{
+           // prefill tp 2 + decode 2 x dp 2 = 7 ranks in emulated nodes of 4 (CPU: no GPUs).
+           {configs + "disaggregated.yaml", "7\n",
+            "SW_WORLD_SIZE=7\nSW_NODES=2\nSW_RANKS_PER_NODE=4\nSW_GPUS_PER_RANK=0\n"
+            "SW_GPUS_PER_NODE=0\nSW_DEVICE=cpu\n"},
+           // 1 + 8 + 8 ranks, 9 a node: node 0 holds the coordinator and 8 GPU workers.
+           {configs + "2node-16gpu-disagg-qwen3moe.yaml", "17\n",
+            "SW_WORLD_SIZE=17\nSW_NODES=2\nSW_RANKS_PER_NODE=9\nSW_GPUS_PER_RANK=1\n"
+            "SW_GPUS_PER_NODE=8\nSW_DEVICE=cuda\n"},
+           // ranks_per_node 0 (real hosts, which plan cannot see): one node of all 9 ranks.
+           {configs + "1node-8gpu-mixtral.yaml", "9\n",
+            "SW_WORLD_SIZE=9\nSW_NODES=1\nSW_RANKS_PER_NODE=9\nSW_GPUS_PER_RANK=1\n"
+            "SW_GPUS_PER_NODE=8\nSW_DEVICE=cuda\n"},
+           {configs + "cpu-local-disagg.yaml", "3\n",
+            "SW_WORLD_SIZE=3\nSW_NODES=1\nSW_RANKS_PER_NODE=3\nSW_GPUS_PER_RANK=0\n"
+            "SW_GPUS_PER_NODE=0\nSW_DEVICE=cpu\n"},
+           {two_nodes, "3\n",
+            "SW_WORLD_SIZE=3\nSW_NODES=2\nSW_RANKS_PER_NODE=2\nSW_GPUS_PER_RANK=1\n"
+            "SW_GPUS_PER_NODE=1\nSW_DEVICE=cuda\n"},
+           {capped, "3\n",
+            "SW_WORLD_SIZE=3\nSW_NODES=1\nSW_RANKS_PER_NODE=3\nSW_GPUS_PER_RANK=1\n"
+            "SW_GPUS_PER_NODE=2\nSW_DEVICE=cuda\n"},
+       }) {
+    SCOPED_TRACE(c.config);
+    CliRun world = run("plan --config " + c.config + " --print-world-size");
+    EXPECT_EQ(world.exit_code, 0);
+    EXPECT_EQ(world.out, c.world);
+    CliRun env = run("plan --config " + c.config + " --launch-env");
+    EXPECT_EQ(env.exit_code, 0);
+    EXPECT_EQ(env.out, c.env);
+  }
+  // The --world-size check is unchanged; the printing flags exclude each other and --json.
+  EXPECT_EQ(run("plan --config " + configs + "disaggregated.yaml --world-size 7").exit_code, 0);
+  CliRun wrong = run("plan --config " + configs + "disaggregated.yaml --world-size 6");
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_NE(wrong.out.find("world size 6 does not match the config"), std::string::npos)
+      << wrong.out;
+  CliRun both = run("plan --config " + configs + "disaggregated.yaml --print-world-size --json");
+  EXPECT_NE(both.exit_code, 0);
+  EXPECT_NE(both.out.find("excludes"), std::string::npos) << both.out;
+  // An impossible layout prints no number a script could take for -np.
+  const std::string bad = write("launch_env_bad.yaml",
+                                "model: {path: tiny-moe, load_format: dummy}\n"
+                                "pools: {mixed: {tp: 3}}\n");
+  CliRun impossible = run("plan --config " + bad + " --print-world-size");
+  EXPECT_NE(impossible.exit_code, 0);
+  EXPECT_EQ(impossible.out.rfind("shardwise plan: ", 0), 0u) << impossible.out;
+}
+
 TEST(Cli, BadInputGivesAClearErrorAndNonZeroExit) {
   struct Case {
     std::string args, needle;
