@@ -219,6 +219,9 @@ void Server::handle_message(Engine& engine, const std::string& routing_id, bool 
     case serve::ClientMessageType::kGenerate: break;
   }
   serve::GenerateRequest& g = m.generate;
+  // A REQ socket takes one reply per request: the done message with every token, no
+  // heartbeats (a REQ client cannot be told apart from a vanished one while it waits).
+  if (client.envelope) g.stream = false;
   if (draining_) {
     reject(engine, routing_id,
            ProtocolError{serve::kShuttingDown, "the server is shutting down", g.id});
@@ -346,7 +349,7 @@ void Server::heartbeats(Engine& engine) {
   next_heartbeat_ = now + period / 4;
   std::vector<std::string> due;
   for (const auto& [rid, c] : clients_)
-    if (!c.open.empty() && now - c.last_sent >= period) due.push_back(rid);
+    if (!c.open.empty() && !c.envelope && now - c.last_sent >= period) due.push_back(rid);
   const std::string beat = serve::encode_simple(serve::ServerMessageType::kHeartbeat);
   for (const auto& rid : due) send(engine, rid, beat);
 }

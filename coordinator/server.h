@@ -9,6 +9,9 @@
 // a heartbeat when nothing else was sent to them for heartbeat_s, which is also how a client
 // that vanished while its requests only waited is found.
 //
+// REQ clients (an empty delimiter frame before the JSON) get one reply per message: for a
+// generate, the done message with every token (no stream, no heartbeats).
+//
 // Single-threaded: run() (or run_once() in tests) is the engine loop of the process.
 //
 //   auto server = Server::bind(options, info);   // before the workers load: fails early
