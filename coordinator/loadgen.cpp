@@ -150,8 +150,19 @@ Result<LoadResult> run_load(RequestTarget& target, const std::vector<WorkloadIte
     progress(LoadProgress{static_cast<int64_t>(done), static_cast<int64_t>(n), output_tokens,
                           since(start, now)});
   };
+  bool server_stopping = false;  // a shutting_down reply: the rest are not sent
   while (done < n) {
     auto now = Clock::now();
+    if (server_stopping)
+      for (; next < n; ++next, ++done) {
+        RequestRecord& rec = result.records[next];
+        rec.index = next;
+        rec.prompt_len = static_cast<int64_t>(workload[next].prompt_ids.size());
+        rec.expected_output_len = workload[next].output_len;
+        rec.start_s = since(start, now);
+        rec.error = fmt::format("{}: not sent: the server is shutting down", serve::kShuttingDown);
+      }
+    if (done == n) break;
     // Send every request that is due, as far as the concurrency limit lets.
     while (
         next < n && since(start, now) >= due[next] &&
@@ -210,6 +221,7 @@ Result<LoadResult> run_load(RequestTarget& target, const std::vector<WorkloadIte
       rec.e2el_s = t - rec.start_s;
       if (e.kind == RequestEvent::Kind::kError) {
         rec.error = fmt::format("{}: {}", e.error.code, e.error.message);
+        server_stopping = server_stopping || e.error.code == serve::kShuttingDown;
       } else {
         rec.server = e.summary;
         rec.success = e.summary.finish_reason == "length" || e.summary.finish_reason == "stop";

@@ -82,7 +82,8 @@ struct LoadProgress {
 };
 
 // Runs the workload against `target`; `progress` (optional) is called at most 10 times a second
-// and once at the end. Fails only when the target does (e.g. the server went silent).
+// and once at the end. Fails only when the target does (e.g. the server went silent). Once the
+// server answers shutting_down, the requests not yet sent fail without being sent.
 Result<LoadResult> run_load(RequestTarget& target, const std::vector<WorkloadItem>& workload,
                             const LoadOptions& options,
                             const std::function<void(const LoadProgress&)>& progress = {});

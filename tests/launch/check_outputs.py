@@ -6,9 +6,11 @@ tests/slurm/). Add a check: a subcommand below and a line in the calling script.
       GOT (a job's stdout or Slurm log, other lines ignored) has exactly the JSON lines of
       REFERENCE (a single-process `shardwise generate --json`): same count, same index order,
       same prompt_ids and output_ids, finish_reason "length"; --lengths: output tokens each.
-  check_outputs.py bench RESULT.json
-      a `shardwise bench throughput --save-result` file: "completed" equals "num_prompts" (> 0)
-      and "failed" / "errors", where present, are 0 or empty.
+  check_outputs.py bench RESULT.json [--exact-lengths] [--layout TEXT]
+      a `shardwise bench --save-result` file: "completed" equals "num_prompts" (> 0), "failed"
+      is 0 and every entry of "errors" is empty; --exact-lengths: every request generated
+      exactly its expected_output_len (runs with --ignore-eos); --layout: the engine's layout
+      line contains TEXT.
   check_outputs.py launch-env PLAN_ENV WORLD_SIZE
       PLAN_ENV (the output of `plan --launch-env`) is well formed and its SW_WORLD_SIZE equals
       WORLD_SIZE (the output of `plan --print-world-size`).
@@ -72,10 +74,22 @@ def check_bench(args):
             fail(f"{args.result}: no integer '{key}' (keys: {sorted(r)})")
     if r["num_prompts"] <= 0 or r["completed"] != r["num_prompts"]:
         fail(f"{args.result}: completed {r['completed']} of num_prompts {r['num_prompts']}")
-    for key in ("failed", "errors"):
-        v = r.get(key)
-        if v not in (None, 0, [], {}):
-            fail(f"{args.result}: {key} = {v}")
+    if r.get("failed", 0) != 0:
+        fail(f"{args.result}: failed = {r['failed']}")
+    errors = [e for e in r.get("errors", []) if e]
+    if errors:
+        fail(f"{args.result}: {len(errors)} error(s), the first: {errors[0]}")
+    if args.exact_lengths:
+        for q in r.get("requests", []):
+            if q["output_len"] != q["expected_output_len"]:
+                fail(f"{args.result}: request {q['index']}: {q['output_len']} tokens, expected "
+                     f"{q['expected_output_len']}")
+        if len(r.get("requests", [])) != r["num_prompts"]:
+            fail(f"{args.result}: {len(r.get('requests', []))} request records")
+    if args.layout:
+        layout = r.get("shardwise", {}).get("info", {}).get("layout", "")
+        if args.layout not in layout:
+            fail(f"{args.result}: layout {layout!r} lacks {args.layout!r}")
     print(f"check_outputs: bench completed {r['completed']} of {r['num_prompts']} prompts")
 
 
@@ -116,6 +130,8 @@ def main():
     g.set_defaults(run=check_generate)
     b = sub.add_parser("bench")
     b.add_argument("result")
+    b.add_argument("--exact-lengths", action="store_true")
+    b.add_argument("--layout")
     b.set_defaults(run=check_bench)
     e = sub.add_parser("launch-env")
     e.add_argument("plan_env")

@@ -5,9 +5,9 @@
 #      under mpirun inside the allocation (--launcher mpirun; the script's default --output):
 #      each job COMPLETED with exit 0 and its log, where --output said, holds the 4 JSON lines
 #      of the single-process run (same token ids);
-#   3. when this shardwise has `bench throughput`: the default bench line, whose JSON result
-#      must lie next to its log with "completed" == "num_prompts" and no failures
-#      (SW_SLURM_TEST_BENCH_ARGS adds bench options, to keep it short).
+#   3. the default bench line (`bench throughput`, a short workload: SW_SLURM_TEST_BENCH_ARGS
+#      replaces it), whose JSON result must lie next to its log with "completed" ==
+#      "num_prompts", no failures and every request's exact output length.
 # It installs nothing: it needs slurm-wlm and munge (.ci/run installs them) and exits 77 (ctest
 # SKIP_RETURN_CODE) when their programs are missing. Every daemon it started is stopped by PID
 # and the temp folder removed, whatever happens; on failure the job and daemon logs are printed.
@@ -219,22 +219,17 @@ python3 "$src/tests/launch/check_outputs.py" generate "$tmp/reference.out" \
   "$tmp/jobs/shardwise-$mpirun_job.log" --lengths 4,4,8,4
 say "job $mpirun_job: COMPLETED, 4 JSON lines equal to one process"
 
-# The default line, `bench throughput`, once this shardwise has it.
-# (`--help` exits 0 even for an unknown subcommand: look for the bench line's own flag.)
-if "$SHARDWISE_BIN" bench throughput --help 2>&1 | grep -q -- --result-filename; then
-  read -r -a bench_args <<<"${SW_SLURM_TEST_BENCH_ARGS:-}"
-  if ((${#bench_args[@]})); then
-    submit bench_job -- "${bench_args[@]}"
-  else
-    submit bench_job
-  fi
-  check_job "$bench_job"
-  result="$tmp/jobs/shardwise-$bench_job.json"
-  [ -f "$result" ] || fail "job $bench_job: no bench result at $result"
-  python3 "$src/tests/launch/check_outputs.py" bench "$result"
-  say "job $bench_job: bench result $result checked"
-else
-  say "this shardwise has no 'bench throughput' yet: the default (bench) line was not run"
-fi
+# The default line, `bench throughput` (options added to keep it short): its JSON result lies
+# next to the log, every request completed with exactly its output length.
+short_bench="--num-prompts 24 --random-input-len 48 --random-output-len 8 --ignore-eos"
+read -r -a bench_args <<<"${SW_SLURM_TEST_BENCH_ARGS:-$short_bench}"
+submit bench_job -- "${bench_args[@]}"
+check_job "$bench_job"
+result="$tmp/jobs/shardwise-$bench_job.json"
+[ -f "$result" ] || fail "job $bench_job: no bench result at $result"
+grep -q "Serving Benchmark Result" "$tmp/jobs/shardwise-$bench_job.log" ||
+  fail "job $bench_job: no benchmark table in its log"
+python3 "$src/tests/launch/check_outputs.py" bench "$result" --exact-lengths --layout prefill
+say "job $bench_job: bench result $result checked"
 ok=1
 say "passed"
