@@ -312,8 +312,10 @@ Status run_against_server(BenchArgs a) {
   return report(a, setup_of(a, info, rate, "serve"), result, before, after.ok() ? *after : before);
 }
 
-// The load flags, the same on both subcommands (vLLM's names and defaults).
+// The load flags, the same on both subcommands (vLLM's names and defaults). A flag given twice
+// takes its last value, so scripts' defaults can be overridden by what follows them.
 void add_load_flags(CLI::App* b, BenchArgs* a) {
+  b->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   b->add_option("--dataset-name", a->workload.dataset,
                 "random (token ids drawn uniformly) or jsonl (--dataset-path)")
       ->capture_default_str();
@@ -350,8 +352,10 @@ void add_load_flags(CLI::App* b, BenchArgs* a) {
   b->add_option("--top-k", a->load.top_k, "0 = off")->capture_default_str();
   b->add_option("--top-p", a->load.top_p, "1 = off")->capture_default_str();
   b->add_option("--goodput", a->goodput,
-                "SLOs a good request meets, e.g. --goodput ttft:500 tpot:50 e2el:3000 (ms)")
-      ->expected(1, -1);
+                "SLOs a good request meets, e.g. --goodput ttft:500 tpot:50 e2el:3000 (ms); "
+                "given again, its items add up (a later limit for the same metric wins)")
+      ->expected(1, -1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   b->add_option("--percentile-metrics", a->percentile_metrics,
                 "Metrics to print percentiles of: ttft, tpot, itl, e2el (comma-separated)")
       ->capture_default_str();

@@ -3,6 +3,7 @@
 # builds Release into build/. Idempotent: a second run only rebuilds what changed.
 # Env: BUILD_DIR (default build), SHARDWISE_CUDA (AUTO|ON|OFF), JOBS (default nproc),
 #      CMAKE_ARGS (extra configure flags), SKIP_BUILD=1 (packages only),
+#      BUILD_TARGETS (space-separated targets to build, e.g. "shardwise"; default: all),
 #      EXTRA_PACKAGES (more Debian packages, e.g. "clang-14 libclang-rt-14-dev" for fuzz/).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,7 +15,7 @@ packages=(
   libzmq3-dev cppzmq-dev
   libyaml-cpp-dev libopenblas-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang-format python3
+  clang-format python3 gnuplot-nox
 )
 # shellcheck disable=SC2206
 packages+=(${EXTRA_PACKAGES:-})
@@ -38,7 +39,11 @@ if [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then export PATH="$C
 build_dir="${BUILD_DIR:-build}"
 case "$build_dir" in /*) ;; *) build_dir="$root/$build_dir" ;; esac
 jobs="${JOBS:-$(nproc)}"
+# shellcheck disable=SC2086  # CMAKE_ARGS holds several flags
 cmake -S "$root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DSHARDWISE_CUDA="${SHARDWISE_CUDA:-AUTO}" \
-  -DMPIEXEC_PREFLAGS="--allow-run-as-root;--oversubscribe" ${CMAKE_ARGS:-} >/dev/null
-cmake --build "$build_dir" -j "$jobs"
+  -DMPIEXEC_PREFLAGS="--allow-run-as-root;--oversubscribe" ${CMAKE_ARGS:-} >/dev/null  # split on purpose
+targets=()
+# shellcheck disable=SC2206
+[ -n "${BUILD_TARGETS:-}" ] && targets=(--target ${BUILD_TARGETS})
+cmake --build "$build_dir" -j "$jobs" "${targets[@]}"

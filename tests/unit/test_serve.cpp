@@ -53,9 +53,8 @@ struct Fixture {
       specs = {spec(InstanceRole::kMixed, blocks, 0)};
     }
     for (const auto& s : specs)
-      engine->add_instance(
-          s, std::make_unique<SimulatedExecutor>(1, s.num_kv_blocks, s.kv_block_size, model,
-                                                 timing, &network));
+      engine->add_instance(s, std::make_unique<SimulatedExecutor>(
+                                  1, s.num_kv_blocks, s.kv_block_size, model, timing, &network));
     sv.endpoint = "tcp://127.0.0.1:*";
     serve::ServerInfo info;
     info.model = "fake";
