@@ -155,12 +155,13 @@ Status plot(const std::string& png, const coordinator::BenchmarkMetrics& m,
     else
       script << "plot '" << data.string() << "' using 1:2 with steps lw 2\n";
   }
-  script << "set title 'output tokens per second'\nset xlabel 'time (s)'\n"
-         << "set ylabel 'tokens/s'\nset autoscale y\n";
+  script << "set title 'output tokens per second'\nset xlabel 'time from the first send (s)'\n"
+         << "set ylabel 'tokens/s'\nset yrange [0:*]\nset xrange [-0.5:*]\n"
+         << "set style fill solid 0.5\nset boxwidth 0.9\n";
   if (fs::file_size(dir / "throughput.dat") == 0)
     script << "plot 0 with lines\n";
   else
-    script << "plot '" << (dir / "throughput.dat").string() << "' using 1:2 with steps lw 2\n";
+    script << "plot '" << (dir / "throughput.dat").string() << "' using ($1 + 0.5):2 with boxes\n";
   script << "unset multiplot\n";
   script.close();
   const std::string cmd = fmt::format("gnuplot '{}' 2>'{}'", (dir / "plot.gp").string(),

@@ -270,6 +270,56 @@ TEST(Cli, PlanPrintsWorldSizeAndLaunchEnv) {
   EXPECT_EQ(impossible.out.rfind("shardwise plan: ", 0), 0u) << impossible.out;
 }
 
+// One process, a small workload: the table on stdout, and the JSON (exact lengths with
+// --ignore-eos, one record per request), the CSV and the PNG (drawn by gnuplot) on disk.
+TEST(Cli, BenchThroughputWritesTheTableJsonCsvAndPlot) {
+  const auto dir = std::filesystem::path(::testing::TempDir()) / "bench_cli";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string json_path = (dir / "r.json").string(), csv_path = (dir / "r.csv").string(),
+                    png_path = (dir / "r.png").string();
+  CliRun r =
+      run("bench throughput --model tiny-moe --load-format dummy --threads 1 "
+          "--num-prompts 9 --random-input-len 20 --random-output-len 6 "
+          "--random-range-ratio 0.5 --ignore-eos --seed 4 --metric-percentiles 50,99 "
+          "--goodput e2el:60000 --result-filename " +
+          json_path + " --csv " + csv_path + " --plot " + png_path);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* line :
+       {"============ Serving Benchmark Result ============",
+        "Successful requests:                     9 ", "P99 TPOT (ms):", "Request goodput (req/s):",
+        "Layout:                                  "
+        "1 process (cpu)"})
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.out;
+  std::ifstream jf(json_path);
+  const auto j = nlohmann::json::parse(jf);
+  EXPECT_EQ(j["completed"], 9);
+  EXPECT_EQ(j["failed"], 0);
+  ASSERT_EQ(j["requests"].size(), 9u);
+  int64_t total = 0;
+  for (const auto& q : j["requests"]) {
+    EXPECT_EQ(q["output_len"], q["expected_output_len"]);
+    EXPECT_GE(q["output_len"].get<int64_t>(), 3);
+    EXPECT_LE(q["output_len"].get<int64_t>(), 9);
+    total += q["output_len"].get<int64_t>();
+  }
+  EXPECT_EQ(j["total_output_tokens"], total);
+  std::ifstream cf(csv_path);
+  std::string header, values, extra;
+  std::getline(cf, header);
+  std::getline(cf, values);
+  EXPECT_NE(header.find("p50_ttft_ms"), std::string::npos);
+  EXPECT_EQ(std::count(header.begin(), header.end(), ','),
+            std::count(values.begin(), values.end(), ','));
+  EXPECT_FALSE(std::getline(cf, extra) && !extra.empty());
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) GTEST_SKIP() << "no gnuplot";
+  std::ifstream pf(png_path, std::ios::binary);
+  char magic[8] = {};
+  pf.read(magic, 8);
+  EXPECT_EQ(std::string(magic + 1, 3), "PNG");
+  EXPECT_GT(std::filesystem::file_size(png_path), 10000u);
+}
+
 TEST(Cli, BadInputGivesAClearErrorAndNonZeroExit) {
   struct Case {
     std::string args, needle;
@@ -303,6 +353,27 @@ TEST(Cli, BadInputGivesAClearErrorAndNonZeroExit) {
             "request 0: top_k must be >= 0 (0 = off), got -5"},
            {"generate --model tiny-moe --prompt-ids 1 --threads 100000",
             "100000 threads requested; expected 0 (all cores) to 1024"},
+           {"generate --model tiny-moe --prompt-ids 1 --endpoint tcp://127.0.0.1:9",
+            "--endpoint sends the prompts to a running server: it cannot be used with --model"},
+           {"serve --model tiny-moe --endpoint inproc://x", "serve endpoint 'inproc://x'"},
+           {"serve", "needs --model (one process) or --config"},
+           {"serve --config launch/configs/cpu-local-mixed.yaml --dtype float16",
+            "--dtype cannot be used with --config: set model.dtype in"},
+           {"bench throughput --model tiny-moe --load-format dummy --request-rate 0",
+            "--request-rate: expected a number of requests per second > 0 or inf, got '0'"},
+           {"bench throughput --model tiny-moe --load-format dummy --goodput latency:5",
+            "--goodput: 'latency' is not ttft, tpot or e2el"},
+           {"bench throughput --model tiny-moe --load-format dummy --metric-percentiles 100",
+            "--metric-percentiles: 100 is not in (0, 100)"},
+           {"bench throughput --model tiny-moe --load-format dummy --random-range-ratio 1.5",
+            "--random-range-ratio must be in [0, 1), got 1.5"},
+           {"bench throughput --model tiny-moe --load-format dummy --dataset-name jsonl",
+            "--dataset-name jsonl needs --dataset-path"},
+           {"bench throughput --model tiny-moe --load-format dummy --burstiness 0",
+            "--burstiness must be a finite number > 0, got 0"},
+           {"bench serve", "--endpoint is required"},
+           {"bench serve --endpoint tcp://127.0.0.1:9 --server-timeout 0.3 --num-prompts 2",
+            "serve endpoint tcp://127.0.0.1:9: no reply within 0.3 s"},
        }) {
     CliRun r = run(c.args);
     EXPECT_NE(r.exit_code, 0) << c.args;
