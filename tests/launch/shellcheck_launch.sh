@@ -7,6 +7,6 @@ src="$1"
 command -v shellcheck >/dev/null || { echo "SKIP: shellcheck not installed"; exit 77; }
 cd "$src"
 files=(launch/lib.sh launch/mpirun/*.sh launch/slurm/submit.sh launch/slurm/shardwise.sbatch
-  tests/launch/*.sh tests/slurm/*.sh)
+  tests/launch/*.sh tests/slurm/*.sh bench/*.sh bench/gpu/*.sh)
 shellcheck -x "${files[@]}"
 echo "shellcheck: ${#files[@]} files clean"
