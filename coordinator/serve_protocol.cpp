@@ -282,19 +282,38 @@ json to_json(const ServerInfo& info) {
           {"layout", info.layout()}};
 }
 
+const std::vector<StatsField>& stats_fields() {
+  static const std::vector<StatsField> fields = {
+      {"num_running", &ServerStats::num_running},
+      {"num_waiting", &ServerStats::num_waiting},
+      {"num_transferring", &ServerStats::num_transferring},
+      {"num_steps", &ServerStats::num_steps},
+      {"prompt_tokens", &ServerStats::prompt_tokens},
+      {"generated_tokens", &ServerStats::generated_tokens},
+      {"num_preemptions", &ServerStats::num_preemptions},
+      {"kv_transfers", &ServerStats::kv_transfers},
+      {"kv_transfer_failures", &ServerStats::kv_transfer_failures},
+      {"kv_bytes", &ServerStats::kv_bytes},
+      {"moe_assignments", &ServerStats::moe_assignments},
+      {"moe_dropped", &ServerStats::moe_dropped}};
+  return fields;
+}
+
+ServerStats stats_difference(const ServerStats& after, const ServerStats& before) {
+  ServerStats d = after;
+  for (const StatsField& f : stats_fields()) {
+    const bool gauge = f.member == &ServerStats::num_running ||
+                       f.member == &ServerStats::num_waiting ||
+                       f.member == &ServerStats::num_transferring;
+    if (!gauge) d.*f.member -= before.*f.member;
+  }
+  return d;
+}
+
 json to_json(const ServerStats& s) {
-  return {{"num_running", s.num_running},
-          {"num_waiting", s.num_waiting},
-          {"num_transferring", s.num_transferring},
-          {"num_steps", s.num_steps},
-          {"prompt_tokens", s.prompt_tokens},
-          {"generated_tokens", s.generated_tokens},
-          {"num_preemptions", s.num_preemptions},
-          {"kv_transfers", s.kv_transfers},
-          {"kv_transfer_failures", s.kv_transfer_failures},
-          {"kv_bytes", s.kv_bytes},
-          {"moe_assignments", s.moe_assignments},
-          {"moe_dropped", s.moe_dropped}};
+  json j = json::object();
+  for (const StatsField& f : stats_fields()) j[f.name] = s.*f.member;
+  return j;
 }
 
 std::string encode_tokens(const std::string& id, const std::vector<int32_t>& tokens,
@@ -420,20 +439,8 @@ Result<ServerMessage> parse_server_message(std::string_view frame) {
   } else if (type == "stats") {
     m.type = ServerMessageType::kStats;
     ServerStats& s = m.stats;
-    for (auto [key, field] : std::initializer_list<std::pair<const char*, int64_t*>>{
-             {"num_running", &s.num_running},
-             {"num_waiting", &s.num_waiting},
-             {"num_transferring", &s.num_transferring},
-             {"num_steps", &s.num_steps},
-             {"prompt_tokens", &s.prompt_tokens},
-             {"generated_tokens", &s.generated_tokens},
-             {"num_preemptions", &s.num_preemptions},
-             {"kv_transfers", &s.kv_transfers},
-             {"kv_transfer_failures", &s.kv_transfer_failures},
-             {"kv_bytes", &s.kv_bytes},
-             {"moe_assignments", &s.moe_assignments},
-             {"moe_dropped", &s.moe_dropped}}) {
-      SW_ASSIGN_OR_RETURN(*field, f.optional<int64_t>(key, 0));
+    for (const StatsField& field : stats_fields()) {
+      SW_ASSIGN_OR_RETURN(s.*field.member, f.optional<int64_t>(field.name, 0));
     }
   } else if (type == "pong") {
     m.type = ServerMessageType::kPong;

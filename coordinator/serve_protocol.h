@@ -120,6 +120,15 @@ struct ServerStats {
   int64_t moe_dropped = 0;
 };
 ServerStats engine_stats(const Engine& engine);
+// Every counter of ServerStats with its wire name: the one list the JSON, the parser and the
+// difference below walk.
+struct StatsField {
+  const char* name;
+  int64_t ServerStats::*member;
+};
+const std::vector<StatsField>& stats_fields();
+// Counters over a span: `after` minus `before` (gauges such as num_running keep `after`).
+ServerStats stats_difference(const ServerStats& after, const ServerStats& before);
 
 enum class ServerMessageType { kTokens, kDone, kError, kInfo, kStats, kPong, kHeartbeat };
 

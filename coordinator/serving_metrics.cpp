@@ -204,17 +204,8 @@ ShardwiseMetrics shardwise_metrics(const std::vector<RequestRecord>& records,
                                    const serve::ServerStats& before,
                                    const serve::ServerStats& after) {
   ShardwiseMetrics s;
-  serve::ServerStats& d = s.stats;
-  d = after;
-  d.num_steps -= before.num_steps;
-  d.prompt_tokens -= before.prompt_tokens;
-  d.generated_tokens -= before.generated_tokens;
-  d.num_preemptions -= before.num_preemptions;
-  d.kv_transfers -= before.kv_transfers;
-  d.kv_transfer_failures -= before.kv_transfer_failures;
-  d.kv_bytes -= before.kv_bytes;
-  d.moe_assignments -= before.moe_assignments;
-  d.moe_dropped -= before.moe_dropped;
+  s.stats = serve::stats_difference(after, before);
+  const serve::ServerStats& d = s.stats;
   std::vector<double> times;
   double bytes = 0;
   for (const RequestRecord& r : records) {
