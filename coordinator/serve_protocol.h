@@ -87,7 +87,7 @@ struct RequestSummary {
   double ttft_ms = 0;  // server side: arrival to the first token
   double e2el_ms = 0;  // arrival to the end
 };
-RequestSummary summarize(const Request& r);
+RequestSummary summarize(const Request& r);  // (serve_engine.cpp)
 
 // The engine a server fronts (the info reply; bench prints it).
 struct ServerInfo {
@@ -119,7 +119,7 @@ struct ServerStats {
   int64_t moe_assignments = 0;  // routed (token, expert) pairs, when the engine collects them
   int64_t moe_dropped = 0;
 };
-ServerStats engine_stats(const Engine& engine);
+ServerStats engine_stats(const Engine& engine);  // (serve_engine.cpp)
 // Every counter of ServerStats with its wire name: the one list the JSON, the parser and the
 // difference below walk.
 struct StatsField {

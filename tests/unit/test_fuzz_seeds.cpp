@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "comm/control/message.h"
+#include "coordinator/serve_protocol.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
 #include "parallel/cluster_config.h"
@@ -86,6 +87,19 @@ TEST(FuzzSeeds, StepProtocolSeedsDecode) {
       auto r = worker::decode_step_reply(bytes);
       ASSERT_TRUE(r.ok()) << name << ": " << r.status().message();
       EXPECT_EQ(worker::encode_step_reply(*r), bytes) << name;
+    }
+  }
+}
+
+TEST(FuzzSeeds, ServeMessageSeedsParse) {
+  for (const auto& [name, text] : seeds("serve_message")) {
+    if (name.starts_with("server_")) {
+      auto m = coordinator::serve::parse_server_message(text);
+      EXPECT_TRUE(m.ok()) << name << ": " << m.status().message();
+    } else {
+      coordinator::serve::ProtocolError e;
+      auto m = coordinator::serve::parse_client_message(text, &e);
+      EXPECT_TRUE(m.ok()) << name << ": " << e.message;
     }
   }
 }
