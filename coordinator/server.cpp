@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <chrono>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <zmq_addon.hpp>
 
 namespace sw::coordinator {
@@ -308,9 +309,18 @@ bool Server::send(Engine& engine, const std::string& routing_id, const std::stri
 
 void Server::reject(Engine& engine, const std::string& routing_id, const ProtocolError& e) {
   ++counters_.rejected;
-  auto c = clients_.find(routing_id);
-  spdlog::warn("serve: {}: refused{}: {}: {}", c == clients_.end() ? "client" : c->second.peer,
-               e.id.empty() ? "" : fmt::format(" request '{}'", e.id), e.code, e.message);
+  // The first 100 refusals, then one in 1000: a client sending garbage cannot flood the log.
+  // The id and message may quote the client's bytes: logged JSON-escaped, on one line.
+  if (counters_.rejected <= 100 || counters_.rejected % 1000 == 0) {
+    auto quoted = [](const std::string& text) {
+      return nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    };
+    auto c = clients_.find(routing_id);
+    spdlog::warn("serve: {}: refused{}: {}: {} ({} refused so far)",
+                 c == clients_.end() ? "client" : c->second.peer,
+                 e.id.empty() ? "" : fmt::format(" request {}", quoted(e.id)), e.code,
+                 quoted(e.message), counters_.rejected);
+  }
   send(engine, routing_id, serve::encode_error(e));
 }
 
