@@ -23,6 +23,7 @@ struct PlanArgs {
   std::string config;
   bool json = false;
   int world_size = 0;
+  std::vector<int> world_size_arg;  // --world-size [N]
   bool print_world_size = false;
   bool launch_env = false;
 };
@@ -104,9 +105,13 @@ std::function<int()> add_plan_command(CLI::App& app) {
       ->required();
   CLI::Option* json =
       sub->add_flag("--json", args->json, "print the plan as JSON instead of a table");
-  sub->add_option("--world-size", args->world_size,
-                  "check against this many ranks (mpirun -np); 0 = no check")
-      ->check(CLI::NonNegativeNumber);
+  // --world-size N checks; a bare --world-size prints the count, as --print-world-size does.
+  CLI::Option* world_size =
+      sub->add_option("--world-size", args->world_size_arg,
+                      "with N: check against N ranks (mpirun -np; 0 = no check); alone: print "
+                      "the number of ranks the config needs (as --print-world-size)")
+          ->expected(0, 1)
+          ->check(CLI::NonNegativeNumber);
   CLI::Option* world =
       sub->add_flag("--print-world-size", args->print_world_size,
                     "print only the number of ranks the config needs, for mpirun -np / srun -n");
@@ -116,7 +121,22 @@ std::function<int()> add_plan_command(CLI::App& app) {
                                    "assignments, one a line (launch/ scripts read them)");
   json->excludes(world)->excludes(env);
   world->excludes(env);
-  return [args] { return run_plan(*args); };
+  return [args, world_size] {
+    const auto& given = world_size->results();
+    const bool bare =
+        world_size->count() > 0 && (given.empty() || (given.size() == 1 && given.front().empty()));
+    if (bare) {
+      if (args->json || args->launch_env) {
+        std::fprintf(stderr,
+                     "shardwise plan: --world-size without a value prints the world "
+                     "size; it cannot be combined with --json or --launch-env\n");
+        return 2;
+      }
+      args->print_world_size = true;
+    }
+    if (!bare && !args->world_size_arg.empty()) args->world_size = args->world_size_arg.front();
+    return run_plan(*args);
+  };
 }
 
 }  // namespace sw::cli

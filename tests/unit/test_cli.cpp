@@ -248,6 +248,9 @@ TEST(Cli, PlanPrintsWorldSizeAndLaunchEnv) {
     CliRun world = run("plan --config " + c.config + " --print-world-size");
     EXPECT_EQ(world.exit_code, 0);
     EXPECT_EQ(world.out, c.world);
+    CliRun bare = run("plan --config " + c.config + " --world-size");  // no value: prints it
+    EXPECT_EQ(bare.exit_code, 0);
+    EXPECT_EQ(bare.out, c.world);
     CliRun env = run("plan --config " + c.config + " --launch-env");
     EXPECT_EQ(env.exit_code, 0);
     EXPECT_EQ(env.out, c.env);
