@@ -23,6 +23,9 @@ struct LinkCost {
   double beta_bytes_per_s = 1;  // bandwidth, bytes per second
 };
 
+// Where a coordinator binds when cluster.control_endpoint is left empty on one host.
+constexpr const char* kLoopbackControlEndpoint = "tcp://127.0.0.1:*";
+
 struct CommOptions {
   CommBackend backend = CommBackend::kAuto;
   AllToAllAlgorithm all_to_all = AllToAllAlgorithm::kAuto;
