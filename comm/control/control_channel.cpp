@@ -192,9 +192,12 @@ Status ControlChannel::send(const std::string& peer, MessageType type, uint64_t 
 Result<std::optional<ControlMessage>> ControlChannel::receive(double timeout_s) {
   std::unique_lock<std::mutex> lock(mu_);
   const auto deadline = Clock::now() + seconds(timeout_s);
-  const uint64_t losses = num_losses_;
-  arrived_.wait_until(lock, deadline,
-                      [&] { return !inbox_.empty() || !broken_.ok() || num_losses_ != losses; });
+  // A loss since the last receive() (also one between the caller's last look and this call)
+  // ends the wait, once.
+  arrived_.wait_until(lock, deadline, [&] {
+    return !inbox_.empty() || !broken_.ok() || num_losses_ != losses_reported_;
+  });
+  losses_reported_ = num_losses_;
   if (!inbox_.empty()) {
     ControlMessage m = std::move(inbox_.front());
     inbox_.pop_front();

@@ -122,6 +122,7 @@ class ControlChannel {
   std::map<std::string, Peer> peers_;  // worker ids (coordinator) or "coordinator" (worker)
   Status broken_;                      // the I/O thread stopped on an error
   uint64_t num_losses_ = 0;            // peers declared lost so far (wakes receive())
+  uint64_t losses_reported_ = 0;       // num_losses_ when receive() last returned
   std::atomic<int64_t> num_rejected_{0};
   std::atomic<int64_t> num_refused_{0};
   // The I/O thread's own: when the next heartbeats go out, and when it last ran.
