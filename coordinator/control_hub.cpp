@@ -6,6 +6,8 @@
 
 #include <chrono>
 
+#include "common/logging.h"
+
 namespace sw::coordinator {
 
 ControlHub::ControlHub(std::unique_ptr<comm::ControlChannel> channel)
@@ -59,7 +61,7 @@ Result<std::map<std::string, std::string>> ControlHub::wait_for_peers(
         auto m = take(p);
         if (!m) break;
         if (m->type == comm::MessageType::kError)
-          return unavailable("{} failed during start-up: {}", p, m->payload);
+          return unavailable("{} failed during start-up: {}", p, printable(m->payload, 4096));
         if (m->type == comm::MessageType::kInfo) info[p] = m->payload;
       }
       if (!info.count(p)) missing.push_back(p);
