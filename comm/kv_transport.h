@@ -6,17 +6,22 @@
 // and acknowledging whole transfers to the coordinator are the caller's (worker/kv_transfer).
 //
 // Implementations: ZmqKvTransport (TCP through ZeroMQ; works between any two hosts; device
-// buffers are staged through host memory by the caller). Add one (e.g. NCCL point to point on
-// GPUs, with its unique id passed over the control channel): implement this interface, add it
-// to make_kv_transport() and to the test driver's list (tests/unit/test_kv_transport.cpp).
+// buffers are staged through host memory by the caller). With keys (every cluster job) only the
+// job's ranks can send to a transport (CURVE, a ZAP handler admitting the job's KV keys), and a
+// sender only hands parts to the holder of the destination's key (set_peer_key). Add one (e.g. NCCL
+// point to point on GPUs, with its unique id passed over the control channel): implement this
+// interface, add it to make_kv_transport() and to the test driver's list
+// (tests/unit/test_kv_transport.cpp).
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "comm/curve.h"
 #include "common/status.h"
 
 namespace sw::comm {
@@ -42,6 +47,7 @@ struct KvTransportStats {
   int64_t bytes_received = 0;  // payload bytes of accepted parts
   int64_t parts_acked = 0;
   int64_t num_rejected = 0;  // malformed or oversized messages dropped
+  int64_t num_refused = 0;   // connections refused at the handshake (not a rank of this job)
 };
 
 class KvTransport {
@@ -62,6 +68,9 @@ class KvTransport {
   virtual std::vector<KvPart> take_received() = 0;
   // Parts that were acknowledged or failed since the last call.
   virtual std::vector<KvSendResult> take_completed() = 0;
+  // With keys: the peer at `peer` (an address) must prove it holds the secret half of
+  // `public_key` before any part goes there; needed before the first send to it. Any thread.
+  virtual Status set_peer_key(const std::string& peer, const std::string& public_key) = 0;
   // Parts sent and not yet acknowledged or failed.
   virtual int64_t num_in_flight() const = 0;
   virtual KvTransportStats stats() const = 0;
@@ -70,9 +79,15 @@ class KvTransport {
 struct KvTransportOptions {
   std::string transport = "zmq";
   // Address this rank binds and advertises: "127.0.0.1" (one host), an interface's address,
-  // or "hostname" (this host's name, for jobs that span hosts).
+  // or "hostname" (this host's name, bound on every interface). A cluster job picks it with
+  // comm::kv_bind_host (comm/host_address.h).
   std::string host = "127.0.0.1";
   int64_t max_part_bytes = int64_t{1} << 30;  // larger incoming messages are refused unread
+  // CURVE, when `keys` is set (every cluster job; benchmarks and some tests leave it empty):
+  // this transport's key pair, which is its receiving socket's server key and its sending
+  // sockets' client key, and the senders it admits (public key -> name, e.g. "rank 3").
+  CurveKeyPair keys;
+  std::map<std::string, std::string> admitted_senders;
 };
 
 Result<std::unique_ptr<KvTransport>> make_kv_transport(const KvTransportOptions& options);

@@ -58,6 +58,7 @@ Status apply_env_overrides(CommOptions* opts) {
     opts->ranks_per_node = static_cast<int>(*rpn);
   }
   if (auto v = env_override("SHARDWISE_CONTROL_ENDPOINT")) opts->control_endpoint = *v;
+  if (auto v = env_override("SHARDWISE_CONTROL_INTERFACE")) opts->control_interface = *v;
   SW_ASSIGN_OR_RETURN(auto hb, env_override_double("SHARDWISE_HEARTBEAT_INTERVAL_S"));
   if (hb) opts->heartbeat_interval_s = *hb;
   SW_ASSIGN_OR_RETURN(auto miss, env_override_int("SHARDWISE_HEARTBEAT_MISS_COUNT"));
@@ -84,12 +85,17 @@ Status validate(const CommOptions& o) {
       return invalid_argument("cluster.{}: alpha {} s must be >= 0 and beta {} B/s > 0", key,
                               link.alpha_s, link.beta_bytes_per_s);
   }
-  if (o.control_endpoint.rfind("tcp://", 0) != 0 && o.control_endpoint.rfind("ipc://", 0) != 0 &&
-      o.control_endpoint.rfind("inproc://", 0) != 0)
+  if (!o.control_endpoint.empty() && o.control_endpoint.rfind("tcp://", 0) != 0 &&
+      o.control_endpoint.rfind("ipc://", 0) != 0 && o.control_endpoint.rfind("inproc://", 0) != 0)
     return invalid_argument(
-        "cluster.control_endpoint: '{}' must start with tcp://, ipc:// or "
-        "inproc://",
+        "cluster.control_endpoint: '{}' must start with tcp://, ipc:// or inproc:// (or be left "
+        "unset)",
         o.control_endpoint);
+  if (o.control_interface.size() > 255 ||
+      o.control_interface.find_first_of(" /;*") != std::string::npos)
+    return invalid_argument(
+        "cluster.control_interface: '{}' must be an interface name or an address (no port)",
+        o.control_interface);
   if (!(o.heartbeat_interval_s >= limits::kMinHeartbeatIntervalS &&
         o.heartbeat_interval_s <= limits::kMaxHeartbeatIntervalS))
     return invalid_argument("cluster.heartbeat_interval_s: {} must be in [{:g}, {:g}] seconds",

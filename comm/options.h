@@ -23,6 +23,9 @@ struct LinkCost {
   double beta_bytes_per_s = 1;  // bandwidth, bytes per second
 };
 
+// Where a coordinator binds when cluster.control_endpoint is left empty on one host.
+constexpr const char* kLoopbackControlEndpoint = "tcp://127.0.0.1:*";
+
 struct CommOptions {
   CommBackend backend = CommBackend::kAuto;
   AllToAllAlgorithm all_to_all = AllToAllAlgorithm::kAuto;
@@ -31,7 +34,12 @@ struct CommOptions {
   // Defaults: NVLink 4 inside a node, 400 Gb/s InfiniBand NDR across nodes.
   LinkCost intra_node{3e-6, 150e9};
   LinkCost inter_node{8e-6, 45e9};
-  std::string control_endpoint = "tcp://127.0.0.1:5570";
+  // "" (default): loopback with a free port on one host, an address other hosts can reach
+  // over several (comm/host_address.h); or tcp://host:port, tcp://host:*, ipc://path.
+  std::string control_endpoint;
+  // An interface name or address for the coordinator's (and the KV transports') endpoints when
+  // the job spans hosts; "": the address of the host's name.
+  std::string control_interface;
   double heartbeat_interval_s = 1.0;
   int heartbeat_miss_count = 3;  // a peer silent for interval * miss_count is lost
   // Largest control message (header + payload). Also set as ZMQ_MAXMSGSIZE on every control
@@ -45,8 +53,8 @@ Result<CommBackend> parse_comm_backend(std::string_view s);
 Result<AllToAllAlgorithm> parse_all_to_all_algorithm(std::string_view s);
 
 // Reads SHARDWISE_COMM_BACKEND, SHARDWISE_ALL_TO_ALL, SHARDWISE_COMM_TIMEOUT_S,
-// SHARDWISE_RANKS_PER_NODE, SHARDWISE_CONTROL_ENDPOINT, SHARDWISE_HEARTBEAT_INTERVAL_S,
-// SHARDWISE_HEARTBEAT_MISS_COUNT over the values already in `opts`.
+// SHARDWISE_RANKS_PER_NODE, SHARDWISE_CONTROL_ENDPOINT, SHARDWISE_CONTROL_INTERFACE,
+// SHARDWISE_HEARTBEAT_INTERVAL_S, SHARDWISE_HEARTBEAT_MISS_COUNT over the values in `opts`.
 Status apply_env_overrides(CommOptions* opts);
 // Errors name the cluster.* key that is wrong. Durations and counts are bounded by
 // common/limits.h (timeout_s <= kMaxTimeoutS, heartbeat_interval_s in

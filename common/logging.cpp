@@ -1,8 +1,11 @@
 // spdlog configuration shared by every process.
 #include "common/logging.h"
 
+#include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 namespace sw {
 
@@ -19,6 +22,23 @@ void set_log_rank(int rank) {
     spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] [rank " + std::to_string(rank) + "] %v");
   else
     spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+}
+
+std::string printable(std::string_view bytes, size_t max_bytes) {
+  std::string out;
+  const size_t n = std::min(bytes.size(), max_bytes);
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(bytes[i]);
+    if (c == '\\')
+      out += "\\\\";
+    else if (c >= 0x20 && c < 0x7f)
+      out += static_cast<char>(c);
+    else
+      out += fmt::format("\\x{:02x}", c);
+  }
+  if (n < bytes.size()) out += fmt::format("...({} bytes)", bytes.size());
+  return out;
 }
 
 }  // namespace sw

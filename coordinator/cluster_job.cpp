@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "comm/host_address.h"
 #include "common/logging.h"
 #include "coordinator/control_hub.h"
 #include "coordinator/remote_executor.h"
@@ -92,10 +93,8 @@ InstanceRole role_of(parallel::PoolKind k) {
 }
 
 // The coordinator's side once every rank is set up: an engine over the instances' workers.
-Status coordinate(worker::ClusterRuntime& rt, std::unique_ptr<comm::ControlChannel> channel,
-                  const std::vector<int64_t>& blocks, const EngineOptions& options,
-                  const ClusterDriver& drive, bool* fatal) {
-  ControlHub hub(std::move(channel));
+Status serve(worker::ClusterRuntime& rt, ControlHub& hub, const std::vector<int64_t>& blocks,
+             const EngineOptions& options, const ClusterDriver& drive, bool* fatal) {
   KvDirectory directory;  // filled once the workers have said where they receive KV
   Engine engine(rt.model, options);
   std::vector<std::string> peers;
@@ -146,6 +145,17 @@ Status coordinate(worker::ClusterRuntime& rt, std::unique_ptr<comm::ControlChann
   return driven;
 }
 
+Status coordinate(worker::ClusterRuntime& rt, std::unique_ptr<comm::ControlChannel> channel,
+                  const std::vector<int64_t>& blocks, const EngineOptions& options,
+                  const ClusterDriver& drive, bool* fatal) {
+  ControlHub hub(std::move(channel));
+  Status s = serve(rt, hub, blocks, options, drive, fatal);
+  // The job is about to be aborted: tell every worker first, so that each stops at once even
+  // where the launcher would not kill the others (mpirun --enable-recovery, some schedulers).
+  if (*fatal) hub.abort_workers(s.message(), 1.0);
+  return s;
+}
+
 // `*fatal` is set once ranks may be stuck waiting for each other; errors found alike on every
 // rank (config, plan, the coordinator's inputs) end the job cleanly and are reported by rank 0.
 Status run_job(const std::string& config_path, const ClusterJobOptions& opts,
@@ -175,8 +185,19 @@ Status run_job(const std::string& config_path, const ClusterJobOptions& opts,
         SW_ASSIGN_OR_RETURN(cap, opts.prepare(rt));
       }
       SW_ASSIGN_OR_RETURN(blocks, instance_kv_blocks(rt.plan, rt.cluster.runtime, cap));
-      SW_ASSIGN_OR_RETURN(channel, comm::ControlChannel::coordinator(rt.cluster.comm));
-      endpoint = channel->endpoint();
+      // One host: loopback; several: an address they can reach (comm/host_address.h).
+      comm::CommOptions control = rt.cluster.comm;
+      SW_ASSIGN_OR_RETURN(control.control_endpoint,
+                          comm::control_bind_endpoint(rt.cluster.comm, rt.hosts));
+      // Only the job's workers, each by its own key, are heard (keys exchanged over MPI).
+      comm::ControlKeys keys;
+      keys.own = rt.keys.control;
+      for (size_t r = 1; r < rt.keys.control_public.size(); ++r)
+        keys.workers[fmt::format("rank{}", r)] = rt.keys.control_public[r];
+      SW_ASSIGN_OR_RETURN(channel, comm::ControlChannel::coordinator(control, &keys));
+      SW_ASSIGN_OR_RETURN(
+          endpoint, comm::advertised_endpoint(channel->endpoint(), rt.cluster.comm, rt.hosts));
+      if (endpoint != channel->endpoint()) spdlog::info("control: workers connect to {}", endpoint);
       return Status();
     }();
   }

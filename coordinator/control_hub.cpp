@@ -6,6 +6,8 @@
 
 #include <chrono>
 
+#include "common/logging.h"
+
 namespace sw::coordinator {
 
 ControlHub::ControlHub(std::unique_ptr<comm::ControlChannel> channel)
@@ -41,6 +43,13 @@ double ControlHub::loss_after_s() const {
   return channel_->options().heartbeat_interval_s * channel_->options().heartbeat_miss_count;
 }
 
+void ControlHub::abort_workers(const std::string& why, double linger_s) {
+  std::vector<std::string> peers = channel_->live_peers();
+  for (const std::string& p : channel_->lost_peers()) peers.push_back(p);
+  for (const std::string& p : peers) (void)channel_->send(p, comm::MessageType::kAbort, 0, why);
+  channel_->close(linger_s);
+}
+
 Result<std::map<std::string, std::string>> ControlHub::wait_for_peers(
     const std::vector<std::string>& peers, double timeout_s) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
@@ -52,7 +61,7 @@ Result<std::map<std::string, std::string>> ControlHub::wait_for_peers(
         auto m = take(p);
         if (!m) break;
         if (m->type == comm::MessageType::kError)
-          return unavailable("{} failed during start-up: {}", p, m->payload);
+          return unavailable("{} failed during start-up: {}", p, printable(m->payload, 4096));
         if (m->type == comm::MessageType::kInfo) info[p] = m->payload;
       }
       if (!info.count(p)) missing.push_back(p);

@@ -33,6 +33,9 @@ class ControlHub {
   // payload; the error names the peers that never came.
   Result<std::map<std::string, std::string>> wait_for_peers(const std::vector<std::string>& peers,
                                                             double timeout_s);
+  // The job ends on an error: tells every worker that ever connected to stop now (`why` is
+  // shown in their error), waits at most linger_s for the messages to leave and closes.
+  void abort_workers(const std::string& why, double linger_s);
 
  private:
   void file(comm::ControlMessage msg);

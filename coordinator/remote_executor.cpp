@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "common/logging.h"
+
 namespace sw::coordinator {
 
 namespace {
@@ -93,7 +95,8 @@ Status RemoteExecutor::drain() {
       const std::string peer = peer_of(rank);
       while (auto msg = hub_.take(peer)) {
         if (msg->type == comm::MessageType::kError) {
-          if (error_.ok()) error_ = unavailable("rank {} failed: {}", rank, msg->payload);
+          if (error_.ok())
+            error_ = unavailable("rank {} failed: {}", rank, printable(msg->payload, 4096));
           continue;
         }
         if (msg->type == comm::MessageType::kKvDone) {
@@ -107,7 +110,7 @@ Status RemoteExecutor::drain() {
           if (it == pending_kv_.end() || !it->second.ranks.erase(rank)) continue;  // cancelled
           KvTransferEvent& e = it->second.event;
           if (!done->ok) {
-            e.status = unavailable("{}", done->error);
+            e.status = unavailable("{}", printable(done->error, 4096));
             it->second.ranks.clear();
           }
           e.bytes += done->bytes;
@@ -152,22 +155,31 @@ Result<std::optional<StepOutput>> RemoteExecutor::poll() {
   }
   // A lost worker ends the instance at once, idle or not: its peers in a collective with it
   // never finish, and it would not answer the next step.
-  std::vector<int> lost;
+  std::vector<int> lost, alive;
   for (const auto& stage : instance_.ranks)
-    for (int r : stage)
-      if (hub_.is_lost(peer_of(r))) lost.push_back(r);
+    for (int r : stage) (hub_.is_lost(peer_of(r)) ? lost : alive).push_back(r);
+  // Only the silent ranks are named lost; the others are alive but cannot finish a step (or
+  // a collective) without them.
+  auto lost_error = [&] {
+    return unavailable(
+        "worker rank(s) [{}] lost: no heartbeat for {:.1f} s (heartbeat_interval_s x "
+        "heartbeat_miss_count){}",
+        fmt::join(lost, ", "), hub_.loss_after_s(),
+        alive.empty() ? std::string()
+                      : fmt::format("; rank(s) [{}] of the instance are alive but cannot go on "
+                                    "without them",
+                                    fmt::join(alive, ", ")));
+  };
   if (!in_flight_) {
     if (lost.empty()) return std::optional<StepOutput>();
-    return unavailable("worker rank(s) [{}] lost: no heartbeat for {:.1f} s", fmt::join(lost, ", "),
-                       hub_.loss_after_s());
+    return lost_error();
   }
   const int last = static_cast<int>(instance_.ranks.size()) - 1;
   const int expected = instance_.dp * (collect_metrics_ ? last + 1 : 1);
   if (static_cast<int>(got_.size()) >= expected) return assemble();
   if (!lost.empty()) {
     in_flight_ = false;
-    return unavailable("worker rank(s) [{}] lost: no heartbeat for {:.1f} s", fmt::join(lost, ", "),
-                       hub_.loss_after_s());
+    return lost_error();
   }
   if (std::chrono::steady_clock::now() > deadline_) {
     std::vector<std::string> missing;

@@ -43,9 +43,14 @@ write("safetensors_header", "index.json", json.dumps(
 
 
 # --- control messages: <magic u32, version u16, type u16, request id u64, length u32> + payload.
-# The harness reads its first byte as the size limit / 16.
+# The harness reads its first byte as the size limit / 16. The version is
+# comm::kControlProtocolVersion.
+CONTROL_PROTOCOL_VERSION = 3
+
+
 def message(mtype, rid, payload):
-    return struct.pack("<IHHQI", 0x4D435753, 2, mtype, rid, len(payload)) + payload
+    return struct.pack("<IHHQI", 0x4D435753, CONTROL_PROTOCOL_VERSION, mtype, rid,
+                       len(payload)) + payload
 
 
 def pstr(s):
@@ -57,6 +62,8 @@ write("control_message", "heartbeat", b"\xff" + message(2, 0, b""))
 write("control_message", "command", b"\xff" + message(
     3, 7, struct.pack("<IQd", 7, 1 << 40, 2.5) + pstr(b"step")))
 write("control_message", "error", b"\x10" + message(6, 9, pstr(b"rank 2: out of KV blocks")))
+write("control_message", "abort", b"\x10" + message(
+    10, 0, b"mixed instance 0 (ranks 1-2): worker rank(s) [2] lost"))
 
 
 # --- step protocol (worker/step_protocol.cpp), payloads of kCommand / kResult messages.

@@ -242,8 +242,8 @@ Status parse_disaggregation(const Section& s, DisaggregationSection* d) {
       s.choice("on_transfer_failure", &d->on_transfer_failure, {"recompute", "fail"}));
   SW_RETURN_IF_ERROR(s.string("kv_host", &d->kv_host));
   if (d->kv_host.empty() || d->kv_host.find_first_of(" :/") != std::string::npos)
-    return s.error("kv_host", fmt::format("expected an address or host name without port (or "
-                                          "\"hostname\"), got \"{}\"",
+    return s.error("kv_host", fmt::format("expected auto, hostname, or an address or host name "
+                                          "without port, got \"{}\"",
                                           d->kv_host));
   const Section f = s.section("fault_injection");
   SW_RETURN_IF_ERROR(f.check_keys({"mode", "decode_rank", "stall_s", "count"}));
@@ -272,8 +272,8 @@ Status parse_link(const Section& s, comm::LinkCost* link) {
 Status parse_cluster(const Section& s, comm::CommOptions* c, DisaggregationSection* d) {
   SW_RETURN_IF_ERROR(
       s.check_keys({"ranks_per_node", "comm_backend", "all_to_all", "timeout_s", "control_endpoint",
-                    "heartbeat_interval_s", "heartbeat_miss_count", "intra_node", "inter_node",
-                    "kv_transfer_timeout_s"}));
+                    "control_interface", "heartbeat_interval_s", "heartbeat_miss_count",
+                    "intra_node", "inter_node", "kv_transfer_timeout_s"}));
   SW_RETURN_IF_ERROR(s.number(
       "kv_transfer_timeout_s", &d->kv_transfer_timeout_s,
       [](double x) { return x > 0 && x <= limits::kMaxTimeoutS; },
@@ -295,6 +295,7 @@ Status parse_cluster(const Section& s, comm::CommOptions* c, DisaggregationSecti
       "timeout_s", &c->timeout_s, [](double x) { return x > 0 && x <= limits::kMaxTimeoutS; },
       fmt::format("a number of seconds in (0, {:g}]", limits::kMaxTimeoutS)));
   SW_RETURN_IF_ERROR(s.string("control_endpoint", &c->control_endpoint));
+  SW_RETURN_IF_ERROR(s.string("control_interface", &c->control_interface));
   SW_RETURN_IF_ERROR(s.number(
       "heartbeat_interval_s", &c->heartbeat_interval_s,
       [](double x) {

@@ -67,7 +67,9 @@ struct MoeSection {
 struct DisaggregationSection {
   double kv_transfer_timeout_s = 30;              // cluster.kv_transfer_timeout_s
   std::string on_transfer_failure = "recompute";  // recompute | fail
-  std::string kv_host = "127.0.0.1";  // address a rank's KV transport binds and advertises
+  // Address a rank's KV transport binds and advertises: auto (loopback on one host, a
+  // reachable address over several: comm/host_address.h), hostname, or an address.
+  std::string kv_host = "auto";
   // Fault injection, for tests only: transfers to `fault_decode_rank` are dropped or stalled.
   std::string fault_mode = "none";  // none | drop | stall
   int fault_decode_rank = -1;

@@ -1,6 +1,7 @@
 // Cluster start-up and the worker's command loop.
 #include "worker/cluster_runtime.h"
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #endif
 #include "comm/kv_transport.h"
 #include "common/limits.h"
+#include "common/logging.h"
 #include "common/text_file.h"
 #include "model/weight_source.h"
 #include "parallel/distributed_forward.h"
@@ -56,6 +58,8 @@ Result<std::string> broadcast_file(comm::Communicator& world, const std::string&
 Status choose_transport(ClusterRuntime& rt, bool* rank_specific) {
   // Real hosts (not emulated nodes): GPUs belong to machines.
   SW_ASSIGN_OR_RETURN(std::vector<int> host_of, comm::detect_world_nodes());
+  rt.hosts.num_hosts = 1 + *std::max_element(host_of.begin(), host_of.end());
+  rt.hosts.num_nodes = rt.world->topology().num_nodes();
   // Workers on this host and this rank's index among them (the coordinator uses no GPU).
   const int me = rt.rank();
   int workers_here = 0, worker_index = 0;
@@ -108,6 +112,55 @@ Status choose_transport(ClusterRuntime& rt, bool* rank_specific) {
 #endif
 }
 
+// Every rank makes its CURVE key pairs and all-gathers the public halves over MPI: the
+// coordinator learns the workers' keys (the only clients its ZAP handler admits), the workers
+// the coordinator's (the only server they complete a handshake with) and each other's KV keys.
+// A rank that cannot make keys sends blanks, so that every rank fails alike and cleanly.
+Status exchange_keys(ClusterRuntime& rt, bool* rank_specific) {
+  constexpr size_t k = comm::kCurveKeyChars;
+  const bool worker = rt.rank() != 0;
+  Status made;
+  auto control = comm::make_curve_keypair();
+  if (control.ok())
+    rt.keys.control = *control;
+  else
+    made = control.status();
+  if (worker && made.ok()) {
+    auto kv = comm::make_curve_keypair();
+    if (kv.ok())
+      rt.keys.kv = *kv;
+    else
+      made = kv.status();
+  }
+  std::string mine(2 * k, ' ');
+  if (made.ok()) {
+    mine.replace(0, k, rt.keys.control.public_key);
+    if (worker) mine.replace(k, k, rt.keys.kv.public_key);
+  }
+  const size_t n = static_cast<size_t>(rt.world->size());
+  std::string all(mine.size() * n, '\0');
+  SW_RETURN_IF_ERROR(
+      rt.world->all_gather(mine.data(), all.data(), static_cast<int64_t>(mine.size()), DType::kU8));
+  // From here every rank knows what every other found.
+  if (rank_specific) *rank_specific = false;
+  rt.keys.control_public.assign(n, "");
+  rt.keys.kv_public.assign(n, "");
+  std::vector<size_t> failed;
+  for (size_t r = 0; r < n; ++r) {
+    rt.keys.control_public[r] = all.substr(r * 2 * k, k);
+    if (r > 0) rt.keys.kv_public[r] = all.substr(r * 2 * k + k, k);
+    if (!comm::is_curve_key(rt.keys.control_public[r]) ||
+        (r > 0 && !comm::is_curve_key(rt.keys.kv_public[r])))
+      failed.push_back(r);
+  }
+  if (!made.ok()) return made.with_context(fmt::format("rank {}", rt.rank()));
+  if (!failed.empty())
+    return unavailable("ranks [{}] could not make CURVE key pairs for the control channel",
+                       fmt::join(failed, ", "));
+  if (rank_specific) *rank_specific = true;
+  return Status();
+}
+
 Result<ClusterRuntime> start_cluster(const std::string& config_path, bool* rank_specific) {
   if (rank_specific) *rank_specific = false;
   ClusterRuntime rt;
@@ -133,6 +186,7 @@ Result<ClusterRuntime> start_cluster(const std::string& config_path, bool* rank_
   SW_ASSIGN_OR_RETURN(rt.stage_group, rt.world->split(stage_color, key));
   SW_ASSIGN_OR_RETURN(rt.tp_group, rt.world->split(tp_color, me.tp));
   SW_RETURN_IF_ERROR(choose_transport(rt, rank_specific));
+  SW_RETURN_IF_ERROR(exchange_keys(rt, rank_specific));
   return rt;
 }
 
@@ -188,7 +242,11 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
   const std::string id = fmt::format("rank{}", rt.rank());
   const std::string who = fmt::format("rank {} (stage {}, dp {}, tp {})", rt.rank(), rp.coord.stage,
                                       rp.coord.dp, rp.coord.tp);
-  SW_ASSIGN_OR_RETURN(auto channel, comm::ControlChannel::worker(rt.cluster.comm, endpoint, id));
+  comm::ControlKeys keys;
+  keys.own = rt.keys.control;
+  keys.server_public_key = rt.keys.control_public[0];
+  SW_ASSIGN_OR_RETURN(auto channel,
+                      comm::ControlChannel::worker(rt.cluster.comm, endpoint, id, &keys));
   // Disaggregation: this rank's KV transport, whose address the coordinator passes on to the
   // ranks that send here (the info message follows the hello).
   std::unique_ptr<comm::KvTransport> transport;
@@ -196,8 +254,13 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
   if (rt.cluster.disaggregated()) {
     const auto& d = rt.cluster.disaggregation;
     comm::KvTransportOptions to;
-    to.host = d.kv_host;
+    SW_ASSIGN_OR_RETURN(to.host, comm::kv_bind_host(d.kv_host, rt.cluster.comm, rt.hosts));
+    // Only the job's ranks may send KV here, and parts go only to the job's ranks.
+    to.keys = rt.keys.kv;
+    for (size_t r = 1; r < rt.keys.kv_public.size(); ++r)
+      to.admitted_senders[rt.keys.kv_public[r]] = fmt::format("rank {}", r);
     SW_ASSIGN_OR_RETURN(transport, comm::make_kv_transport(to));
+    spdlog::info("rank {}: KV transport at {} (CURVE)", rt.rank(), transport->address());
     KvFault fault;
     fault.mode = d.fault_mode == "drop"    ? KvFault::Mode::kDrop
                  : d.fault_mode == "stall" ? KvFault::Mode::kStall
@@ -205,7 +268,8 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
     fault.decode_rank = d.fault_decode_rank;
     fault.stall_s = d.fault_stall_s;
     fault.count = d.fault_count;
-    kv = std::make_unique<KvTransferAgent>(rt.plan, rt.rank(), *engine.runner, *transport, fault);
+    kv = std::make_unique<KvTransferAgent>(rt.plan, rt.rank(), *engine.runner, *transport, fault,
+                                           rt.keys.kv_public);
   }
   SW_RETURN_IF_ERROR(
       channel->send("", comm::MessageType::kInfo, 0, transport ? transport->address() : ""));
@@ -269,17 +333,29 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
       SW_RETURN_IF_ERROR(steps.submit(std::move(queued.front().meta), collect));
       queued.pop_front();
     }
-    const bool active = steps.busy() || (kv && kv->busy());
-    SW_ASSIGN_OR_RETURN(auto msg, channel->receive(active ? 0.002 : 0.5));
-    if (!msg) {
-      // Same rule as the coordinator's: silent for interval x misses means gone. A step stuck
-      // in a collective cannot be interrupted, so the error ends the job.
-      if (channel->is_lost("coordinator"))
+    // Same rule as the coordinator's: silent for interval x misses means gone (the channel's
+    // I/O thread judges it, whatever this loop is doing). A step stuck in a collective cannot
+    // be interrupted, so the error ends the job.
+    const double grace =
+        rt.cluster.comm.heartbeat_interval_s * rt.cluster.comm.heartbeat_miss_count;
+    if (channel->is_lost("coordinator")) {
+      if (!channel->ever_heard("coordinator"))
         return unavailable(
-            "{}: lost the coordinator at {} (no heartbeat for {:.1f} s)", who, endpoint,
-            rt.cluster.comm.heartbeat_interval_s * rt.cluster.comm.heartbeat_miss_count);
-      continue;
+            "{}: could not reach the coordinator at {} within {:.1f} s (heartbeat_interval_s x "
+            "heartbeat_miss_count): is that address reachable from this host? (see "
+            "cluster.control_endpoint and cluster.control_interface)",
+            who, endpoint, grace);
+      return unavailable(
+          "{}: lost the coordinator at {} (no heartbeat for {:.1f} s = heartbeat_interval_s x "
+          "heartbeat_miss_count)",
+          who, endpoint, grace);
     }
+    const bool active = steps.busy() || (kv && kv->busy());
+    // receive() also returns as soon as the channel declares a peer lost.
+    SW_ASSIGN_OR_RETURN(auto msg, channel->receive(active ? 0.002 : 0.5));
+    if (!msg) continue;
+    if (msg->type == comm::MessageType::kAbort)
+      return unavailable("{}: the coordinator ended the job: {}", who, printable(msg->payload));
     if (msg->type == comm::MessageType::kShutdown) {
       // Sent once every step has answered; the earlier stages may still be finishing theirs.
       while (steps.busy() && !steps.poll()) steps.wait(rt.cluster.comm.timeout_s);

@@ -23,13 +23,15 @@ int64_t now_us() {
 }  // namespace
 
 KvTransferAgent::KvTransferAgent(const parallel::Plan& plan, int rank, ModelRunner& runner,
-                                 comm::KvTransport& transport, KvFault fault)
+                                 comm::KvTransport& transport, KvFault fault,
+                                 std::vector<std::string> peer_keys)
     : plan_(plan),
       rank_(rank),
       me_(plan.rank(rank).coord),
       runner_(runner),
       transport_(transport),
-      fault_(fault) {}
+      fault_(fault),
+      peer_keys_(std::move(peer_keys)) {}
 
 const parallel::KvTransferPlan& KvTransferAgent::plan_for(int src_pool, int dst_pool) {
   std::lock_guard<std::mutex> lock(plans_mu_);
@@ -64,6 +66,13 @@ Status KvTransferAgent::send_layer(const KvSendOrder& order, int layer) {
     const uint32_t part = static_cast<uint32_t>(k) * kPartsPerSegment +
                           static_cast<uint32_t>(layer - seg.layer_begin);
     const int dst_rank = order.dst_ranks[idx];
+    if (!peer_keys_.empty()) {
+      if (dst_rank <= 0 || dst_rank >= static_cast<int>(peer_keys_.size()))
+        return invalid_argument("KV transfer {}: destination rank {} is not a worker of this job",
+                                order.transfer, dst_rank);
+      SW_RETURN_IF_ERROR(transport_.set_peer_key(order.dst_addresses[idx],
+                                                 peer_keys_[static_cast<size_t>(dst_rank)]));
+    }
     const bool faulty = fault_.mode != KvFault::Mode::kNone && dst_rank == fault_.decode_rank &&
                         (fault_.count == 0 || faulted_.count(order.transfer) ||
                          static_cast<int>(faulted_.size()) < fault_.count);

@@ -35,8 +35,11 @@ struct KvFault {
 
 class KvTransferAgent {
  public:
+  // `peer_keys[r]`: world rank r's KV transport public key; a part goes to a rank only over a
+  // connection that proved that key (empty: the transport is unauthenticated).
   KvTransferAgent(const parallel::Plan& plan, int rank, ModelRunner& runner,
-                  comm::KvTransport& transport, KvFault fault = {});
+                  comm::KvTransport& transport, KvFault fault = {},
+                  std::vector<std::string> peer_keys = {});
 
   // ---- prefill side ----
   // Before a step that carries `orders`: each layer of those sequences (of this rank's dp
@@ -77,6 +80,7 @@ class KvTransferAgent {
   ModelRunner& runner_;
   comm::KvTransport& transport_;
   KvFault fault_;
+  std::vector<std::string> peer_keys_;
   std::map<std::pair<int, int>, parallel::KvTransferPlan> plans_;
   std::mutex plans_mu_;  // the layer hook runs on the step's thread
 

@@ -31,6 +31,7 @@ const char* message_type_name(MessageType t) {
     case MessageType::kInfo: return "info";
     case MessageType::kKv: return "kv";
     case MessageType::kKvDone: return "kv-done";
+    case MessageType::kAbort: return "abort";
   }
   return nullptr;
 }

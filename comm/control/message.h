@@ -12,8 +12,9 @@
 
 namespace sw::comm {
 
-constexpr uint32_t kControlMagic = 0x4D435753;   // "SWCM"
-constexpr uint16_t kControlProtocolVersion = 2;  // 2: KV-transfer messages, info, KV sends in steps
+constexpr uint32_t kControlMagic = 0x4D435753;  // "SWCM"
+// 2: KV-transfer messages, info, KV sends in steps; 3: abort (and CURVE on every job's socket).
+constexpr uint16_t kControlProtocolVersion = 3;
 constexpr size_t kControlHeaderBytes = 20;
 
 enum class MessageType : uint16_t {
@@ -26,6 +27,7 @@ enum class MessageType : uint16_t {
   kInfo = 7,    // worker -> coordinator after hello; payload: its KV transport address
   kKv = 8,      // coordinator -> worker: send, expect or cancel a KV transfer
   kKvDone = 9,  // worker -> coordinator: a KV transfer is in this rank's cache, or failed
+  kAbort = 10,  // coordinator -> worker: the job ends on an error, stop now; payload: why
 };
 const char* message_type_name(MessageType t);
 

@@ -2,7 +2,9 @@
 // address) and keeps one DEALER per peer it sends to. A part travels as two frames — a
 // 24-byte header (magic, version, transfer id, part index) and the payload — and is
 // acknowledged by the receiving ROUTER with the header alone. ZeroMQ's own I/O threads move
-// the bytes; progress() only hands frames over and reads what came back.
+// the bytes; progress() only hands frames over and reads what came back. With keys the ROUTER
+// is a CURVE server whose ZAP handler admits only the job's KV keys, and each DEALER a CURVE
+// client that completes its handshake only with the holder of the destination's key.
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,6 +16,7 @@
 #include <zmq.hpp>
 
 #include "comm/kv_transport.h"
+#include "common/logging.h"
 
 namespace sw::comm {
 
@@ -59,6 +62,13 @@ class ZmqKvTransport final : public KvTransport {
       : options_(o), ctx_(1), router_(ctx_, zmq::socket_type::router) {}
 
   Status init() {
+    authenticated_ = !options_.keys.public_key.empty() || !options_.keys.secret_key.empty();
+    if (authenticated_) {
+      if (!is_curve_key(options_.keys.public_key) || !is_curve_key(options_.keys.secret_key))
+        return invalid_argument("KV transport: its CURVE key pair is malformed");
+      // The handler answers before the socket can accept anyone.
+      SW_ASSIGN_OR_RETURN(zap_, ZapHandler::start(ctx_, options_.admitted_senders, "KV transport"));
+    }
     std::string host = options_.host;
     if (host == "hostname") {
       char name[256] = {0};
@@ -71,11 +81,19 @@ class ZmqKvTransport final : public KvTransport {
       router_.set(zmq::sockopt::maxmsgsize, options_.max_part_bytes);
       router_.set(zmq::sockopt::rcvhwm, 0);
       router_.set(zmq::sockopt::sndhwm, 0);
+      if (authenticated_) {
+        router_.set(zmq::sockopt::zap_domain, "shardwise-kv");
+        router_.set(zmq::sockopt::curve_server, 1);
+        router_.set(zmq::sockopt::curve_secretkey, options_.keys.secret_key);
+      }
       router_.bind("tcp://" + (options_.host == "hostname" ? std::string("*") : host) + ":*");
       const std::string bound = router_.get(zmq::sockopt::last_endpoint);
       address_ = "tcp://" + host + bound.substr(bound.rfind(':'));
     } catch (const zmq::error_t& e) {
       return unavailable("KV transport: cannot bind on host '{}': {}", host, e.what());
+    }
+    if (authenticated_) {
+      SW_ASSIGN_OR_RETURN(monitor_, HandshakeMonitor::attach(ctx_, router_, "KV transport"));
     }
     return Status();
   }
@@ -97,6 +115,7 @@ class ZmqKvTransport final : public KvTransport {
 
   Status progress(double max_wait_s) override {
     SW_RETURN_IF_ERROR(flush_outbox());
+    if (monitor_) monitor_->drain();
     // Wait on the receiving socket and every sending one.
     std::vector<zmq::pollitem_t> items;
     items.push_back({router_.handle(), 0, ZMQ_POLLIN, 0});
@@ -119,6 +138,19 @@ class ZmqKvTransport final : public KvTransport {
     return Status();
   }
 
+  Status set_peer_key(const std::string& peer, const std::string& public_key) override {
+    if (!authenticated_) return Status();
+    if (!is_curve_key(public_key))
+      return invalid_argument("KV transport: the public key given for peer '{}' is malformed",
+                              printable(peer));
+    std::lock_guard<std::mutex> lock(mu_);
+    auto [it, added] = peer_keys_.emplace(peer, public_key);
+    if (!added && it->second != public_key)
+      return invalid_argument("KV transport: peer '{}' already has another public key",
+                              printable(peer));
+    return Status();
+  }
+
   std::vector<KvPart> take_received() override { return std::exchange(received_, {}); }
   std::vector<KvSendResult> take_completed() override { return std::exchange(completed_, {}); }
   int64_t num_in_flight() const override {
@@ -127,7 +159,11 @@ class ZmqKvTransport final : public KvTransport {
     for (const auto& [address, p] : peers_) n += static_cast<int64_t>(p.pending.size());
     return n;
   }
-  KvTransportStats stats() const override { return stats_; }
+  KvTransportStats stats() const override {
+    KvTransportStats s = stats_;
+    if (monitor_) s.num_refused = monitor_->num_refused();
+    return s;
+  }
 
  private:
   struct Outgoing {
@@ -145,9 +181,25 @@ class ZmqKvTransport final : public KvTransport {
   Result<Peer*> peer(const std::string& address) {
     auto it = peers_.find(address);
     if (it != peers_.end()) return &it->second;
+    std::string server_key;
+    if (authenticated_) {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto key = peer_keys_.find(address);
+      if (key == peer_keys_.end())
+        return unavailable(
+            "KV transport: no public key for peer '{}' (set_peer_key before sending): parts go "
+            "only to ranks of this job",
+            printable(address));
+      server_key = key->second;
+    }
     Peer p{zmq::socket_t(ctx_, zmq::socket_type::dealer), {}};
     try {
       p.socket.set(zmq::sockopt::linger, 0);
+      if (authenticated_) {
+        p.socket.set(zmq::sockopt::curve_serverkey, server_key);
+        p.socket.set(zmq::sockopt::curve_publickey, options_.keys.public_key);
+        p.socket.set(zmq::sockopt::curve_secretkey, options_.keys.secret_key);
+      }
       p.socket.set(zmq::sockopt::sndhwm, 0);
       // Only acks come back; the bound must still admit ZeroMQ's own handshake.
       p.socket.set(zmq::sockopt::maxmsgsize, int64_t{4096});
@@ -212,6 +264,11 @@ class ZmqKvTransport final : public KvTransport {
         ++stats_.num_rejected;
         continue;
       }
+      // Only the ZAP handler hands out user ids: a part without one came in unauthenticated.
+      if (authenticated_ && !zmq_msg_gets(frames[1].handle(), "User-Id")) {
+        ++stats_.num_rejected;
+        continue;
+      }
       router_.send(frames[0], zmq::send_flags::sndmore);
       router_.send(zmq::buffer(encode_header(h->transfer, h->part)), zmq::send_flags::dontwait);
       stats_.bytes_received += static_cast<int64_t>(frames[2].size());
@@ -255,12 +312,16 @@ class ZmqKvTransport final : public KvTransport {
   }
 
   KvTransportOptions options_;
+  bool authenticated_ = false;
   zmq::context_t ctx_;
+  std::unique_ptr<ZapHandler> zap_;  // with keys; answers before router_ accepts anyone
   zmq::socket_t router_;
+  std::unique_ptr<HandshakeMonitor> monitor_;  // with keys: counts refused handshakes
   std::string address_;
   std::map<std::string, Peer> peers_;
-  mutable std::mutex mu_;  // guards outbox_ (send() may come from another thread)
+  mutable std::mutex mu_;  // guards outbox_ and peer_keys_ (send() may come from another thread)
   std::deque<Outgoing> outbox_;
+  std::map<std::string, std::string> peer_keys_;  // address -> its public key
   std::vector<KvPart> received_;
   std::vector<KvSendResult> completed_;
   KvTransportStats stats_;

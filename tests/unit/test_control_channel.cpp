@@ -1,13 +1,18 @@
 // ControlChannel over real ZeroMQ sockets (tcp on loopback, ephemeral port): round trip,
-// heartbeat loss detection, rejection of malformed messages without losing the channel,
-// oversized frames dropped unbuffered (ZMQ_MAXMSGSIZE), and bounded durations.
+// heartbeat loss detection, heartbeats that go on while the owner computes, rejection of
+// malformed messages without losing the channel, oversized frames dropped unbuffered
+// (ZMQ_MAXMSGSIZE), bounded durations; with CURVE keys only the job's workers are heard, each
+// under the id its key proves, and peer text is escaped in every log line.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <fstream>
+#include <sstream>
 #include <thread>
 #include <zmq.hpp>
 
@@ -273,6 +278,193 @@ TEST(ControlChannel, DurationsAreClampedAndValidated) {
   o = opts(1.0);
   o.timeout_s = 1e10;
   EXPECT_EQ(validate(o).message(), "cluster.timeout_s: 10000000000 must be in (0, 1e+06] seconds");
+}
+
+// The default logger writes into a string for the life of this object.
+class CapturedLog {
+ public:
+  CapturedLog() : previous_(spdlog::default_logger()) {
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out_);
+    auto logger = std::make_shared<spdlog::logger>("captured", sink);
+    logger->set_level(spdlog::level::info);
+    logger->set_pattern("%v");
+    spdlog::set_default_logger(logger);
+  }
+  ~CapturedLog() { spdlog::set_default_logger(previous_); }
+  std::string text() {
+    spdlog::default_logger()->flush();
+    return out_.str();
+  }
+
+ private:
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+// A coordinator that admits two workers' keys, and those workers' keys.
+struct Job {
+  CurveKeyPair server = *make_curve_keypair();
+  std::map<std::string, CurveKeyPair> workers = {{"w0", *make_curve_keypair()},
+                                                 {"w1", *make_curve_keypair()}};
+  ControlKeys coordinator_keys() const {
+    ControlKeys k;
+    k.own = server;
+    for (const auto& [id, pair] : workers) k.workers[id] = pair.public_key;
+    return k;
+  }
+  ControlKeys worker_keys(const std::string& id) const {
+    ControlKeys k;
+    k.own = workers.at(id);
+    k.server_public_key = server.public_key;
+    return k;
+  }
+};
+
+// A raw DEALER that speaks the wire format, with or without CURVE keys of its own.
+zmq::socket_t rogue(zmq::context_t& ctx, const std::string& endpoint, const std::string& routing_id,
+                    const CurveKeyPair* keys = nullptr, const std::string& server_key = "") {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::routing_id, routing_id);
+  if (keys) {
+    s.set(zmq::sockopt::curve_serverkey, server_key);
+    s.set(zmq::sockopt::curve_publickey, keys->public_key);
+    s.set(zmq::sockopt::curve_secretkey, keys->secret_key);
+  }
+  s.connect(endpoint);
+  return s;
+}
+
+// Issue 12, "the control channel trusts any process that can reach it": a process without
+// the job's keys could claim a worker's routing id, answer steps and abort the job. With keys
+// the ROUTER only completes handshakes with the job's worker keys; everyone else is refused and
+// counted, and a worker is named by its key, so the claimed routing id does not matter.
+TEST(ControlChannel, WithKeysOnlyTheJobsWorkersAreHeard) {
+  ASSERT_TRUE(curve_available()) << "libzmq without CURVE";
+  Job job;
+  const ControlKeys ck = job.coordinator_keys();
+  auto coord = ControlChannel::coordinator(opts(1.0), &ck);
+  ASSERT_TRUE(coord.ok()) << coord.status().to_string();
+  ASSERT_TRUE((*coord)->authenticated());
+  const std::string ep = (*coord)->endpoint();
+  zmq::context_t ctx;
+  const CurveKeyPair stranger = *make_curve_keypair();
+  // Before the real worker: one without CURVE, one with keys of its own (and the coordinator's
+  // public key), both claiming w0's routing id and sending a hello, an error and a result.
+  std::vector<zmq::socket_t> rogues;
+  rogues.push_back(rogue(ctx, ep, "w0"));
+  rogues.push_back(rogue(ctx, ep, "w0", &stranger, job.server.public_key));
+  for (auto& r : rogues)
+    for (auto [type, payload] :
+         {std::pair{MessageType::kHello, "w0"}, std::pair{MessageType::kError, "forged error"},
+          std::pair{MessageType::kResult, "forged result"}}) {
+      std::string m = encode_message(type, 1, payload);
+      r.send(zmq::buffer(m), zmq::send_flags::dontwait);
+    }
+  // The real w0, then a message from it.
+  const ControlKeys wk = job.worker_keys("w0");
+  auto w0 = ControlChannel::worker(opts(1.0), ep, "w0", &wk);
+  ASSERT_TRUE(w0.ok()) << w0.status().to_string();
+  ASSERT_TRUE((*w0)->send("", MessageType::kResult, 7, "real").ok());
+  auto m = (*coord)->receive(5.0);
+  ASSERT_TRUE(m.ok() && *m) << "the real worker's message must arrive";
+  EXPECT_EQ((*m)->peer, "w0");
+  EXPECT_EQ((*m)->payload, "real");
+  // Nothing of the rogues' ever arrives; their handshakes were refused and counted.
+  auto more = (*coord)->receive(0.5);
+  ASSERT_TRUE(more.ok());
+  EXPECT_FALSE(more->has_value()) << "a rogue's message was delivered: " << (**more).payload;
+  EXPECT_GE((*coord)->num_refused_connections(), 2);
+  EXPECT_EQ((*coord)->live_peers(), std::vector<std::string>{"w0"});
+  // The coordinator reaches the real w0.
+  ASSERT_TRUE((*coord)->send("w0", MessageType::kCommand, 8, "go").ok());
+  auto got = (*w0)->receive(5.0);
+  ASSERT_TRUE(got.ok() && *got);
+  EXPECT_EQ((*got)->payload, "go");
+}
+
+// A key of the job speaks only for its owner: w1's key with w0's routing id is still w1, and
+// a hello in which it claims to be w0 is rejected.
+TEST(ControlChannel, AWorkerKeyCannotSpeakForAnotherWorker) {
+  ASSERT_TRUE(curve_available()) << "libzmq without CURVE";
+  Job job;
+  const ControlKeys ck = job.coordinator_keys();
+  auto coord = ControlChannel::coordinator(opts(1.0), &ck);
+  ASSERT_TRUE(coord.ok()) << coord.status().to_string();
+  zmq::context_t ctx;
+  auto impostor =
+      rogue(ctx, (*coord)->endpoint(), "w0", &job.workers.at("w1"), job.server.public_key);
+  const std::string hello = encode_message(MessageType::kHello, 0, "w0");
+  const std::string result = encode_message(MessageType::kResult, 3, "from w1's key");
+  impostor.send(zmq::buffer(hello), zmq::send_flags::none);
+  impostor.send(zmq::buffer(result), zmq::send_flags::none);
+  auto m = (*coord)->receive(5.0);
+  ASSERT_TRUE(m.ok() && *m);
+  EXPECT_EQ((*m)->peer, "w1");
+  EXPECT_EQ((*m)->payload, "from w1's key");
+  EXPECT_EQ((*coord)->num_rejected(), 1);  // the hello claiming w0
+  EXPECT_EQ((*coord)->live_peers(), std::vector<std::string>{"w1"});
+  EXPECT_FALSE((*coord)->send("w0", MessageType::kCommand, 1, "").ok());
+}
+
+// Issue 12, "peer ids are logged raw": a routing id (or error text) with a newline could forge
+// log lines. Every byte a peer chose is escaped.
+TEST(ControlChannel, PeerTextIsEscapedInLogLines) {
+  CapturedLog log;
+  auto coord = ControlChannel::coordinator(opts(1.0));
+  ASSERT_TRUE(coord.ok());
+  zmq::context_t ctx;
+  const std::string id = "evil\n[error] (rank 0): forged \x1b[31mline";
+  auto r = rogue(ctx, (*coord)->endpoint(), id);
+  const std::string hello = encode_message(MessageType::kHello, 0, id);
+  r.send(zmq::buffer(hello), zmq::send_flags::none);
+  r.send(zmq::str_buffer("not a message"), zmq::send_flags::none);
+  for (int i = 0; i < 100 && (*coord)->num_rejected() == 0; ++i) (void)(*coord)->receive(0.02);
+  ASSERT_EQ((*coord)->num_rejected(), 1);
+  const std::string text = log.text();
+  EXPECT_NE(text.find(R"(evil\x0a[error] (rank 0): forged \x1b[31mline)"), std::string::npos)
+      << text;
+  // Two lines (the hello and the rejection), each a line of its own.
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3) << text;  // + "listening on"
+  EXPECT_EQ(text.find('\x1b'), std::string::npos) << text;
+}
+
+// Heartbeats come from the channel's I/O thread: an owner that computes for many grace periods
+// without calling receive() is neither declared lost by its peer nor declares the peer lost.
+TEST(ControlChannel, HeartbeatsGoOnWhileTheOwnerComputes) {
+  auto coord = ControlChannel::coordinator(opts(0.05, 3));
+  ASSERT_TRUE(coord.ok());
+  auto w = ControlChannel::worker(opts(0.05, 3), (*coord)->endpoint(), "w0");
+  ASSERT_TRUE(w.ok());
+  for (int i = 0; i < 100 && (*coord)->live_peers().empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ((*coord)->live_peers(), std::vector<std::string>{"w0"});
+  // Neither owner calls anything for 1 s: 6.7 grace periods of 0.15 s.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  EXPECT_FALSE((*coord)->is_lost("w0"));
+  EXPECT_FALSE((*w)->is_lost("coordinator"));
+  EXPECT_TRUE((*coord)->lost_peers().empty());
+}
+
+// A receive() that waits long returns as soon as a peer is declared lost, so that its owner
+// acts on the loss at once.
+TEST(ControlChannel, ReceiveReturnsWhenAPeerIsLost) {
+  auto coord = ControlChannel::coordinator(opts(0.05, 3));
+  ASSERT_TRUE(coord.ok());
+  {
+    auto w = ControlChannel::worker(opts(0.05, 3), (*coord)->endpoint(), "w0");
+    ASSERT_TRUE(w.ok());
+    for (int i = 0; i < 100 && (*coord)->live_peers().empty(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }  // gone
+  const auto t0 = std::chrono::steady_clock::now();
+  auto m = (*coord)->receive(30.0);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(m->has_value());
+  EXPECT_TRUE((*coord)->is_lost("w0"));
+  EXPECT_LT(waited, 1.0);
 }
 
 }  // namespace

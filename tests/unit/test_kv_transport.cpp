@@ -2,10 +2,12 @@
 // (0 bytes, 1 byte, a few MiB) arrive intact and in order and are acknowledged; parts sent
 // from another thread while progress() runs arrive too; a peer that never answers fails each
 // part at its deadline with an error naming it; a hostile sender's malformed frames are
-// dropped and counted while real parts keep flowing; an oversized part is refused.
+// dropped and counted while real parts keep flowing; an oversized part is refused. With CURVE
+// keys only the admitted ranks' parts arrive, and parts go only to the holder of the key given.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <random>
 #include <thread>
 #include <zmq.hpp>
@@ -159,6 +161,74 @@ TEST_P(KvTransportTest, HostileFramesAreDroppedAndCountedAndRealPartsStillFlow) 
   Status big = a->send(b->address(), 1, 1, std::string((1 << 16) + 1, 'a'), 10);
   EXPECT_EQ(big.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(big.message().find("exceed the part limit"), std::string::npos);
+}
+
+// Issue 12, "the control channel trusts any process that can reach it", applied to the KV
+// transports: a job's transport takes parts only from the job's keys, and sends only to the
+// holder of the destination's key.
+TEST(KvTransport, WithKeysOnlyTheJobsRanksCanSendAndPartsGoOnlyToTheKeyHolder) {
+  ASSERT_TRUE(curve_available()) << "libzmq without CURVE";
+  auto make_keyed = [](const CurveKeyPair& own, const std::vector<CurveKeyPair>& admitted) {
+    KvTransportOptions o;
+    o.keys = own;
+    for (size_t i = 0; i < admitted.size(); ++i)
+      o.admitted_senders[admitted[i].public_key] = "rank " + std::to_string(i + 1);
+    auto t = make_kv_transport(o);
+    EXPECT_TRUE(t.ok()) << t.status().to_string();
+    return t.ok() ? std::move(t).value() : nullptr;
+  };
+  std::vector<CurveKeyPair> job;
+  for (int i = 0; i < 3; ++i) job.push_back(*make_curve_keypair());
+  const CurveKeyPair stranger_key = *make_curve_keypair();
+  auto a = make_keyed(job[0], job), b = make_keyed(job[1], job), e = make_keyed(job[2], job);
+  auto stranger = make_keyed(stranger_key, {stranger_key});
+  auto plain = make_kv_transport(KvTransportOptions{});
+  ASSERT_TRUE(a && b && e && stranger && plain.ok());
+  std::vector<KvTransport*> all = {a.get(), b.get(), e.get(), stranger.get(), plain->get()};
+  std::vector<KvPart> at_b, at_e;
+  std::map<uint64_t, Status> results;  // transfer -> how its part ended (at its sender)
+  auto pump_all = [&](auto done) {
+    const auto until = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < until && !done()) {
+      for (KvTransport* t : all) {
+        EXPECT_TRUE(t->progress(0.001).ok());
+        for (auto& r : t->take_completed()) results[r.transfer] = r.status;
+      }
+      for (auto& p : b->take_received()) at_b.push_back(std::move(p));
+      for (auto& p : e->take_received()) at_e.push_back(std::move(p));
+    }
+  };
+  // A rank of the job, sending to the key it was given: delivered and acknowledged.
+  ASSERT_TRUE(a->set_peer_key(b->address(), job[1].public_key).ok());
+  ASSERT_TRUE(a->send(b->address(), 1, 0, payload(100, 1), 10).ok());
+  // A process with keys of its own, knowing b's public key, and one without CURVE: refused at
+  // the handshake, so their parts are never acknowledged.
+  ASSERT_TRUE(stranger->set_peer_key(b->address(), job[1].public_key).ok());
+  ASSERT_TRUE(stranger->send(b->address(), 2, 0, payload(100, 2), 0.5).ok());
+  ASSERT_TRUE((*plain)->send(b->address(), 3, 0, payload(100, 3), 0.5).ok());
+  // The wrong key for e (b's): the handshake fails, nothing reaches e.
+  ASSERT_TRUE(a->set_peer_key(e->address(), job[1].public_key).ok());
+  ASSERT_TRUE(a->send(e->address(), 4, 0, payload(100, 4), 0.5).ok());
+  // No key given at all: refused before anything is sent.
+  const std::string nowhere = "tcp://127.0.0.1:1";
+  ASSERT_TRUE(a->send(nowhere, 5, 0, payload(10, 5), 0.5).ok());
+  pump_all([&] { return results.size() == 5 && b->stats().num_refused >= 2; });
+  ASSERT_EQ(results.size(), 5u);
+  EXPECT_TRUE(results[1].ok()) << results[1].message();
+  ASSERT_EQ(at_b.size(), 1u);
+  EXPECT_EQ(at_b[0].transfer, 1u);
+  EXPECT_EQ(at_b[0].bytes, payload(100, 1));
+  EXPECT_TRUE(at_e.empty());
+  for (uint64_t t : {2, 3, 4}) {
+    EXPECT_EQ(results[t].code(), StatusCode::kDeadlineExceeded)
+        << t << ": " << results[t].message();
+  }
+  EXPECT_NE(results[5].message().find("no public key for peer"), std::string::npos)
+      << results[5].message();
+  EXPECT_GE(b->stats().num_refused, 2);  // the stranger and the one without CURVE
+  EXPECT_EQ(b->stats().num_rejected, 0);
+  // A second key for the same address is refused.
+  EXPECT_FALSE(a->set_peer_key(b->address(), job[2].public_key).ok());
 }
 
 TEST(KvTransport, UnknownTransportIsAnError) {
