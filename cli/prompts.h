@@ -10,13 +10,10 @@
 
 #include "common/status.h"
 #include "coordinator/request.h"
+#include "coordinator/workload.h"
 
 namespace sw::cli {
 
-// One line (`where` = "file:line" for messages); `base` gives the defaults.
-Result<coordinator::RequestSpec> parse_prompt_line(const std::string& line,
-                                                   const std::string& where,
-                                                   const coordinator::RequestSpec& base);
 // Every non-blank line of `path`.
 Result<std::vector<coordinator::RequestSpec>> read_prompts_file(
     const std::string& path, const coordinator::RequestSpec& base);

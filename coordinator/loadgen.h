@@ -1,5 +1,5 @@
-// The load generator of `shardwise bench`: a workload (vLLM's random dataset, or a JSONL trace),
-// an arrival schedule (vLLM's: every request at once for an infinite rate, else gamma
+// The load generator of `shardwise bench`: a workload (coordinator/workload.h), an arrival
+// schedule (vLLM's: every request at once for an infinite rate, else gamma
 // inter-arrival times with shape = burstiness, 1 = Poisson), and the loop that sends each
 // request when it is due (at most max_concurrency open) to a RequestTarget — a ServeClient, or
 // an Engine in this process — and records what the client sees: when each token arrived.
@@ -14,27 +14,9 @@
 #include "common/status.h"
 #include "coordinator/engine.h"
 #include "coordinator/serve_client.h"
+#include "coordinator/workload.h"
 
 namespace sw::coordinator {
-
-struct WorkloadOptions {
-  std::string dataset = "random";  // random | jsonl
-  std::string dataset_path;        // jsonl: one {"prompt_ids": [...], "output_len": n} per line
-  int64_t num_prompts = 1000;      // jsonl: fewer lines are cycled through
-  int64_t random_input_len = 1024;
-  int64_t random_output_len = 128;
-  double random_range_ratio = 0.0;  // lengths uniform in [len * (1 - r), len * (1 + r)]
-  int64_t random_prefix_len = 0;    // the same random tokens before every prompt
-  uint64_t seed = 0;
-};
-
-struct WorkloadItem {
-  std::vector<int32_t> prompt_ids;
-  int64_t output_len = 0;  // max_tokens of the request
-};
-
-// Prompts of token ids in [0, vocab_size); the error names the flag, file or line.
-Result<std::vector<WorkloadItem>> make_workload(const WorkloadOptions& o, int64_t vocab_size);
 
 // Send times in seconds from the start: all 0 for an infinite rate; else cumulative gamma
 // draws of mean 1 / rate and shape `burstiness` (> 0).

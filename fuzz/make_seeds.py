@@ -127,3 +127,12 @@ def reply(group, stage, sampled, rows, logits_shape, metrics):
 write("step_protocol", "reply_tokens", reply(0, 1, [17, 42], [-1, -1], (0, 0), []))
 write("step_protocol", "reply_logits_metrics",
       reply(1, 2, [3], [0], (1, 4), [(8, 1, 1.5, [3, 2, 2, 0])]))
+
+
+# --- prompt lines: a byte for the bench line's vocabulary (value + 1), then one JSONL line.
+write("prompt_line", "generate_full", b"\x3f" + json.dumps(
+    {"prompt_ids": [1, 2, 3], "max_new_tokens": 8, "temperature": 0.7, "top_k": 50,
+     "top_p": 0.9, "seed": 1}).encode())
+write("prompt_line", "generate_min", b"\x00" + b'{"prompt_ids":[0]}')
+write("prompt_line", "bench_trace", b"\xff" + json.dumps(
+    {"prompt_ids": [5, 250, 17, 0], "output_len": 64}).encode())

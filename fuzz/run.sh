@@ -14,7 +14,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-all=(safetensors_header model_config cluster_config control_message step_protocol serve_message)
+all=(safetensors_header model_config cluster_config control_message step_protocol serve_message
+     prompt_line)
 seconds=20
 parallel=1
 replay_only=0

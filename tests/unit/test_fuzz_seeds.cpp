@@ -10,6 +10,7 @@
 
 #include "comm/control/message.h"
 #include "coordinator/serve_protocol.h"
+#include "coordinator/workload.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
 #include "parallel/cluster_config.h"
@@ -100,6 +101,22 @@ TEST(FuzzSeeds, ServeMessageSeedsParse) {
       coordinator::serve::ProtocolError e;
       auto m = coordinator::serve::parse_client_message(text, &e);
       EXPECT_TRUE(m.ok()) << name << ": " << e.message;
+    }
+  }
+}
+
+TEST(FuzzSeeds, PromptLineSeedsParse) {
+  for (const auto& [name, bytes] : seeds("prompt_line")) {
+    ASSERT_FALSE(bytes.empty()) << name;
+    const int64_t vocab = static_cast<unsigned char>(bytes[0]) + 1;
+    const std::string line = bytes.substr(1);
+    if (name.starts_with("bench_")) {
+      auto w = coordinator::parse_workload_line(line, name, vocab);
+      EXPECT_TRUE(w.ok()) << name << ": " << w.status().message();
+    } else {
+      auto r = coordinator::parse_prompt_line(line, name, coordinator::RequestSpec{});
+      ASSERT_TRUE(r.ok()) << name << ": " << r.status().message();
+      EXPECT_TRUE(coordinator::validate_request_spec(*r).ok()) << name;
     }
   }
 }
