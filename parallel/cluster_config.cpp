@@ -237,9 +237,11 @@ Status parse_scheduler(const Section& s, SchedulerSection* sch) {
 }
 
 Status parse_disaggregation(const Section& s, DisaggregationSection* d) {
-  SW_RETURN_IF_ERROR(s.check_keys({"on_transfer_failure", "kv_host", "fault_injection"}));
+  SW_RETURN_IF_ERROR(
+      s.check_keys({"on_transfer_failure", "kv_host", "kv_security", "fault_injection"}));
   SW_RETURN_IF_ERROR(
       s.choice("on_transfer_failure", &d->on_transfer_failure, {"recompute", "fail"}));
+  SW_RETURN_IF_ERROR(s.choice("kv_security", &d->kv_security, {"curve", "none"}));
   SW_RETURN_IF_ERROR(s.string("kv_host", &d->kv_host));
   if (d->kv_host.empty() || d->kv_host.find_first_of(" :/") != std::string::npos)
     return s.error("kv_host", fmt::format("expected auto, hostname, or an address or host name "

@@ -255,12 +255,17 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
     const auto& d = rt.cluster.disaggregation;
     comm::KvTransportOptions to;
     SW_ASSIGN_OR_RETURN(to.host, comm::kv_bind_host(d.kv_host, rt.cluster.comm, rt.hosts));
-    // Only the job's ranks may send KV here, and parts go only to the job's ranks.
-    to.keys = rt.keys.kv;
-    for (size_t r = 1; r < rt.keys.kv_public.size(); ++r)
-      to.admitted_senders[rt.keys.kv_public[r]] = fmt::format("rank {}", r);
+    // Only the job's ranks may send KV here, and parts go only to the job's ranks — unless
+    // the cluster file trades that for bandwidth (kv_security: none).
+    const bool curve = d.kv_security == "curve";
+    if (curve) {
+      to.keys = rt.keys.kv;
+      for (size_t r = 1; r < rt.keys.kv_public.size(); ++r)
+        to.admitted_senders[rt.keys.kv_public[r]] = fmt::format("rank {}", r);
+    }
     SW_ASSIGN_OR_RETURN(transport, comm::make_kv_transport(to));
-    spdlog::info("rank {}: KV transport at {} (CURVE)", rt.rank(), transport->address());
+    spdlog::info("rank {}: KV transport at {} ({})", rt.rank(), transport->address(),
+                 curve ? "CURVE" : "unauthenticated, in the clear: disaggregation.kv_security");
     KvFault fault;
     fault.mode = d.fault_mode == "drop"    ? KvFault::Mode::kDrop
                  : d.fault_mode == "stall" ? KvFault::Mode::kStall
@@ -269,7 +274,7 @@ Status run_worker(ClusterRuntime& rt, WorkerEngine& engine, const std::string& e
     fault.stall_s = d.fault_stall_s;
     fault.count = d.fault_count;
     kv = std::make_unique<KvTransferAgent>(rt.plan, rt.rank(), *engine.runner, *transport, fault,
-                                           rt.keys.kv_public);
+                                           curve ? rt.keys.kv_public : std::vector<std::string>());
   }
   SW_RETURN_IF_ERROR(
       channel->send("", comm::MessageType::kInfo, 0, transport ? transport->address() : ""));

@@ -83,6 +83,9 @@ TEST(ClusterConfig, DefaultsWhenKeysAreLeftOut) {
   EXPECT_EQ(c->moe.priority_score, moe::PriorityScore::kRouter);
   EXPECT_EQ(c->world_size(), 2);
   EXPECT_EQ(c->comm.backend, comm::CommBackend::kAuto);
+  EXPECT_EQ(c->disaggregation.on_transfer_failure, "recompute");
+  EXPECT_EQ(c->disaggregation.kv_host, "auto");
+  EXPECT_EQ(c->disaggregation.kv_security, "curve");
 }
 
 TEST(ClusterConfig, EveryKeyIsRead) {
@@ -106,6 +109,7 @@ pools:
   prefill: {instances: 2, tp: 2, pp: 2, dp: 1, moe: tp}
   decode: {tp: 1, dp: 4}
 moe: {capacity_factor: 2, drop_policy: priority, priority: sum, priority_score: combine}
+disaggregation: {on_transfer_failure: fail, kv_host: hostname, kv_security: none}
 )",
                                 "cluster.yaml");
   ASSERT_TRUE(c.ok()) << c.status().message();
@@ -143,6 +147,9 @@ moe: {capacity_factor: 2, drop_policy: priority, priority: sum, priority_score: 
   EXPECT_DOUBLE_EQ(*c->moe.capacity_factor, 2.0);
   EXPECT_EQ(c->moe.drop_policy, kernels::DropPolicy::kPrioritySum);
   EXPECT_EQ(c->moe.priority_score, moe::PriorityScore::kCombine);
+  EXPECT_EQ(c->disaggregation.on_transfer_failure, "fail");
+  EXPECT_EQ(c->disaggregation.kv_host, "hostname");
+  EXPECT_EQ(c->disaggregation.kv_security, "none");
 }
 
 TEST(ClusterConfig, EnvironmentOverridesTheFile) {
@@ -224,6 +231,9 @@ TEST(ClusterConfigErrors, BadEnumValueListsTheChoices) {
       error_of(std::string(kMinimal) + "moe: {drop_policy: priority, priority_score: logits}\n")
           .find("key 'moe.priority_score': expected one of router, combine, got \"logits\""),
       std::string::npos);
+  EXPECT_NE(error_of(std::string(kMinimal) + "disaggregation: {kv_security: tls}\n")
+                .find("key 'disaggregation.kv_security': expected one of curve, none, got \"tls\""),
+            std::string::npos);
   EXPECT_NE(error_of(std::string(kMinimal) + "cluster: {control_endpoint: \"http://x\"}\n")
                 .find("cluster.yaml: cluster.control_endpoint"),
             std::string::npos);
