@@ -3,6 +3,8 @@
 // through a plain ZeroMQ socket pair with no header, acknowledgement or bookkeeping. The ratio
 // is what the transfer protocol costs. Block sets are realistic: the KV of --tokens prompt
 // tokens of each preset in bf16, one part per layer (a decode rank holding every KV head).
+// KvTransport is measured twice: in the clear, and with CURVE (every cluster job's setting:
+// authenticated and encrypted, comm/curve.h), so the cost of the encryption is its own column.
 //
 //   build/bench/kv_transfer_bench [--tokens 1024] [--reps 7] [--json kv_transfer_bench.json]
 #include <CLI/CLI.hpp>
@@ -14,6 +16,7 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "comm/curve.h"
 #include "comm/kv_transport.h"
 #include "model/model_config.h"
 
@@ -61,17 +64,37 @@ double raw_seconds(const std::vector<std::string>& parts) {
   return seconds_since(t0);
 }
 
-// The same parts through two KvTransports: sent, received and acknowledged.
-double transport_seconds(const std::vector<std::string>& parts, uint64_t transfer) {
-  sw::comm::KvTransportOptions o;
-  auto src = sw::comm::make_kv_transport(o), dst = sw::comm::make_kv_transport(o);
-  if (!src.ok() || !dst.ok()) {
-    std::fprintf(stderr, "kv_transfer_bench: %s\n",
-                 (src.ok() ? dst.status() : src.status()).message().c_str());
+template <typename T>
+T or_exit(sw::Result<T> r) {
+  if (!r.ok()) {
+    std::fprintf(stderr, "kv_transfer_bench: %s\n", r.status().message().c_str());
     std::exit(1);
   }
-  sw::comm::KvTransport& a = **src;
-  sw::comm::KvTransport& b = **dst;
+  return std::move(*r);
+}
+
+// The same parts through two KvTransports: sent, received and acknowledged. `curve`: as in a
+// cluster job, each side with its key pair, the receiver admitting the sender's key and the
+// sender sending only to the receiver's.
+double transport_seconds(const std::vector<std::string>& parts, uint64_t transfer, bool curve) {
+  sw::comm::KvTransportOptions src_opts, dst_opts;
+  if (curve) {
+    src_opts.keys = or_exit(sw::comm::make_curve_keypair());
+    dst_opts.keys = or_exit(sw::comm::make_curve_keypair());
+    src_opts.admitted_senders[dst_opts.keys.public_key] = "rank 2";
+    dst_opts.admitted_senders[src_opts.keys.public_key] = "rank 1";
+  }
+  auto src = or_exit(sw::comm::make_kv_transport(src_opts));
+  auto dst = or_exit(sw::comm::make_kv_transport(dst_opts));
+  sw::comm::KvTransport& a = *src;
+  sw::comm::KvTransport& b = *dst;
+  if (curve) {
+    auto st = a.set_peer_key(b.address(), dst_opts.keys.public_key);
+    if (!st.ok()) {
+      std::fprintf(stderr, "kv_transfer_bench: %s\n", st.message().c_str());
+      std::exit(1);
+    }
+  }
   // Warm-up part, as for the raw pair.
   (void)a.send(b.address(), transfer, 9999, "x", 30);
   while (a.num_in_flight() > 0) {
@@ -124,8 +147,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   nlohmann::json rows = nlohmann::json::array();
-  std::printf("%-16s %7s %6s %10s %11s %11s %11s %7s\n", "preset", "tokens", "layers", "MiB/layer",
-              "total MiB", "raw GB/s", "KvT GB/s", "ratio");
+  std::printf("%-16s %7s %6s %10s %10s %9s %9s %7s %11s %7s\n", "preset", "tokens", "layers",
+              "MiB/layer", "total MiB", "raw GB/s", "KvT GB/s", "ratio", "CURVE GB/s", "ratio");
   uint64_t transfer = 1;
   for (const char* preset : {"mixtral-8x7b", "qwen3-30b-a3b", "llama-3-8b"}) {
     auto c = sw::model::load_model_config(preset);
@@ -138,16 +161,19 @@ int main(int argc, char** argv) {
     std::vector<std::string> parts(static_cast<size_t>(c->num_hidden_layers),
                                    std::string(static_cast<size_t>(layer_bytes), '\x5a'));
     const double total = static_cast<double>(layer_bytes) * c->num_hidden_layers;
-    std::vector<double> raw, kvt;
+    std::vector<double> raw, kvt, curve;
     for (int r = 0; r < reps; ++r) {
       raw.push_back(raw_seconds(parts));
-      kvt.push_back(transport_seconds(parts, transfer));
-      transfer += 2;
+      kvt.push_back(transport_seconds(parts, transfer, false));
+      curve.push_back(transport_seconds(parts, transfer + 2, true));
+      transfer += 4;
     }
-    const double raw_gbps = total / median(raw) / 1e9, kvt_gbps = total / median(kvt) / 1e9;
-    std::printf("%-16s %7ld %6d %10.2f %11.1f %11.2f %11.2f %7.2f\n", preset,
+    const double raw_gbps = total / median(raw) / 1e9, kvt_gbps = total / median(kvt) / 1e9,
+                 curve_gbps = total / median(curve) / 1e9;
+    std::printf("%-16s %7ld %6d %10.2f %10.1f %9.2f %9.2f %7.2f %11.2f %7.2f\n", preset,
                 static_cast<long>(tokens), c->num_hidden_layers, layer_bytes / 1048576.0,
-                total / 1048576.0, raw_gbps, kvt_gbps, kvt_gbps / raw_gbps);
+                total / 1048576.0, raw_gbps, kvt_gbps, kvt_gbps / raw_gbps, curve_gbps,
+                curve_gbps / raw_gbps);
     rows.push_back({{"preset", preset},
                     {"tokens", tokens},
                     {"layers", c->num_hidden_layers},
@@ -157,7 +183,10 @@ int main(int argc, char** argv) {
                     {"kv_transport_seconds", kvt},
                     {"raw_gbps", raw_gbps},
                     {"kv_transport_gbps", kvt_gbps},
-                    {"ratio", kvt_gbps / raw_gbps}});
+                    {"ratio", kvt_gbps / raw_gbps},
+                    {"curve_seconds", curve},
+                    {"curve_gbps", curve_gbps},
+                    {"curve_ratio", curve_gbps / raw_gbps}});
   }
   std::ofstream(json_path) << nlohmann::json{{"transport", "zmq"},
                                              {"link", "tcp loopback"},
