@@ -16,7 +16,8 @@ Result<std::vector<coordinator::RequestSpec>> read_prompts_file(
   std::string line;
   for (int lineno = 1; std::getline(in, line); ++lineno) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    SW_ASSIGN_OR_RETURN(auto r, coordinator::parse_prompt_line(line, fmt::format("{}:{}", path, lineno), base));
+    SW_ASSIGN_OR_RETURN(
+        auto r, coordinator::parse_prompt_line(line, fmt::format("{}:{}", path, lineno), base));
     out.push_back(std::move(r));
   }
   if (out.empty()) return invalid_argument("--prompts: '{}' holds no prompts", path);

@@ -62,9 +62,9 @@ Result<std::vector<WorkloadItem>> jsonl_workload(const WorkloadOptions& o, int64
   std::string line;
   for (int lineno = 1; std::getline(in, line); ++lineno) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    SW_ASSIGN_OR_RETURN(WorkloadItem w, parse_workload_line(
-                                            line, fmt::format("{}:{}", o.dataset_path, lineno),
-                                            vocab));
+    SW_ASSIGN_OR_RETURN(
+        WorkloadItem w,
+        parse_workload_line(line, fmt::format("{}:{}", o.dataset_path, lineno), vocab));
     lines.push_back(std::move(w));
   }
   if (lines.empty())
