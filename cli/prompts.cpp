@@ -26,6 +26,10 @@ Result<std::vector<coordinator::RequestSpec>> read_prompts_file(
 
 Result<std::vector<int32_t>> parse_token_list(const std::string& text, const std::string& what) {
   std::vector<int32_t> ids;
+  // getline drops an empty last field: "1,2," would pass as "1,2".
+  const size_t last = text.find_last_not_of(" \t");
+  if (last != std::string::npos && text[last] == ',')
+    return invalid_argument("{}: empty token id in '{}'", what, text);
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {

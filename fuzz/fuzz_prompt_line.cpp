@@ -3,6 +3,7 @@
 // on arbitrary text. The first byte picks the vocabulary of the bench line (1..256). Accepted
 // input must hold what the callers rely on: a non-empty prompt of ids in range, lengths >= 1, and
 // for a generate line either a spec the engine accepts or an error from its validation.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -45,6 +46,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (ids.ok()) {
     FUZZ_CHECK(!ids->empty());
     for (int32_t id : *ids) FUZZ_CHECK(id >= 0);
+    // One id per comma-separated field: no field dropped.
+    FUZZ_CHECK(ids->size() == static_cast<size_t>(std::count(line.begin(), line.end(), ',')) + 1);
   }
   return 0;
 }

@@ -66,10 +66,11 @@ sw_read_launch_env() {
 }
 
 # Cores of this machine that Open MPI counts as slots: physical cores (not hardware threads),
-# at most what this process may run on (cgroups, taskset).
+# at most what this process may run on (cgroups, taskset). nproc also obeys OMP_NUM_THREADS and
+# OMP_THREAD_LIMIT, which say nothing about the machine: they are left out.
 sw_cores() {
   local usable physical
-  usable="$(nproc)"
+  usable="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
   physical="$(lscpu -p=SOCKET,CORE 2>/dev/null | grep -v '^#' | sort -u | wc -l)" || physical=0
   if [ "$physical" -gt 0 ] && [ "$physical" -lt "$usable" ]; then
     echo "$physical"
