@@ -10,6 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <zmq_addon.hpp>
 
+#include "comm/options.h"
+#include "common/limits.h"
+#include "common/logging.h"
+
 namespace sw::coordinator {
 
 namespace {
@@ -45,13 +49,16 @@ Server::~Server() = default;
 
 Result<std::unique_ptr<Server>> Server::bind(const ServerOptions& options, serve::ServerInfo info) {
   SW_RETURN_IF_ERROR(check_endpoint(options.endpoint));
-  if (options.heartbeat_s <= 0 || options.drain_timeout_s < 0 || options.max_frame_bytes < 1 ||
-      options.max_open_requests < 1 || options.send_hwm < 1)
+  const auto seconds_ok = [](double s, double min) {
+    return s >= min && s <= limits::kMaxTimeoutS;
+  };
+  if (!seconds_ok(options.heartbeat_s, 1e-3) || !seconds_ok(options.drain_timeout_s, 0) ||
+      options.max_frame_bytes < 1 || options.max_open_requests < 1 || options.send_hwm < 1)
     return invalid_argument(
-        "serve: heartbeat ({} s) must be > 0, drain timeout ({} s) >= 0, frame limit ({}), open "
-        "request limit ({}) and send queue ({}) >= 1",
-        options.heartbeat_s, options.drain_timeout_s, options.max_frame_bytes,
-        options.max_open_requests, options.send_hwm);
+        "serve: heartbeat ({} s) must be in [0.001, {:g}] s, drain timeout ({} s) in [0, {:g}] "
+        "s, frame limit ({}), open request limit ({}) and send queue ({}) >= 1",
+        options.heartbeat_s, limits::kMaxTimeoutS, options.drain_timeout_s, limits::kMaxTimeoutS,
+        options.max_frame_bytes, options.max_open_requests, options.send_hwm);
   std::unique_ptr<Server> s(new Server(options, std::move(info)));
   try {
     s->socket_.set(zmq::sockopt::router_mandatory, 1);  // a send to a gone client fails
@@ -94,8 +101,7 @@ Status Server::run(Engine& engine, const std::atomic<int>& stop) {
 void Server::begin_drain() {
   if (draining_) return;
   draining_ = true;
-  drain_deadline_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                       std::chrono::duration<double>(options_.drain_timeout_s));
+  drain_deadline_ = Clock::now() + comm::steady_seconds(options_.drain_timeout_s);
   spdlog::warn("serve: stopping: {} open request(s) get {:.0f} s to finish; new ones are refused",
                open_.size(), options_.drain_timeout_s);
 }
@@ -293,9 +299,13 @@ bool Server::send(Engine& engine, const std::string& routing_id, const std::stri
   if (c == clients_.end()) return false;
   std::string why;
   try {
-    socket_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore);
-    if (c->second.envelope) socket_.send(zmq::message_t(), zmq::send_flags::sndmore);
-    if (socket_.send(zmq::buffer(payload), zmq::send_flags::dontwait)) {
+    // With ROUTER_MANDATORY a full queue refuses the first frame (EAGAIN with dontwait, else a
+    // send that blocks the loop until the client reads); the rest of an accepted message
+    // always goes.
+    constexpr auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
+    if (socket_.send(zmq::buffer(routing_id), more)) {
+      if (c->second.envelope) socket_.send(zmq::message_t(), more);
+      socket_.send(zmq::buffer(payload), zmq::send_flags::dontwait);
       c->second.last_sent = Clock::now();
       return true;
     }
@@ -310,16 +320,13 @@ bool Server::send(Engine& engine, const std::string& routing_id, const std::stri
 void Server::reject(Engine& engine, const std::string& routing_id, const ProtocolError& e) {
   ++counters_.rejected;
   // The first 100 refusals, then one in 1000: a client sending garbage cannot flood the log.
-  // The id and message may quote the client's bytes: logged JSON-escaped, on one line.
+  // The id and message may quote the client's bytes: escaped (printable), on one line.
   if (counters_.rejected <= 100 || counters_.rejected % 1000 == 0) {
-    auto quoted = [](const std::string& text) {
-      return nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    };
     auto c = clients_.find(routing_id);
     spdlog::warn("serve: {}: refused{}: {}: {} ({} refused so far)",
                  c == clients_.end() ? "client" : c->second.peer,
-                 e.id.empty() ? "" : fmt::format(" request {}", quoted(e.id)), e.code,
-                 quoted(e.message), counters_.rejected);
+                 e.id.empty() ? "" : fmt::format(" request '{}'", printable(e.id)), e.code,
+                 printable(e.message), counters_.rejected);
   }
   send(engine, routing_id, serve::encode_error(e));
 }
@@ -354,8 +361,7 @@ void Server::abort_open(Engine& engine, const std::string& why) {
 void Server::heartbeats(Engine& engine) {
   const auto now = Clock::now();
   if (now < next_heartbeat_) return;
-  const auto period = std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double>(options_.heartbeat_s));
+  const auto period = comm::steady_seconds(options_.heartbeat_s);
   next_heartbeat_ = now + period / 4;
   std::vector<std::string> due;
   for (const auto& [rid, c] : clients_)

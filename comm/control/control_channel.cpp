@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <iterator>
+#include <zmq_addon.hpp>
 
 #include "common/logging.h"
 
@@ -19,14 +21,22 @@ constexpr const char* kCoordinatorPeer = "coordinator";
 constexpr char kOutgoing = 'm';
 constexpr char kQuit = 'q';
 
-// Clamped (comm::steady_seconds): receive() takes any caller's timeout, and an overflowing
-// conversion would make the deadline lie in the past.
-std::chrono::steady_clock::duration seconds(double s) { return steady_seconds(s); }
-
 std::string pipe_endpoint(const void* owner) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "inproc://shardwise-control-%p", owner);
   return buf;
+}
+
+// [routing id] + body (the routing id only on the coordinator's ROUTER), never blocking:
+// false when the peer's queue is full. With ROUTER_MANDATORY a full queue refuses the first
+// frame (and would block the I/O thread without dontwait); an accepted first frame means the
+// whole message goes. Throws zmq::error_t (EHOSTUNREACH: the peer is gone).
+bool send_now(zmq::socket_t& sock, bool router, const std::string& routing_id,
+              zmq::message_t& body) {
+  if (router &&
+      !sock.send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+    return false;
+  return sock.send(body, zmq::send_flags::dontwait).has_value();
 }
 
 // The User-Id the ZAP handler gave the connection a frame came in on ("" when none).
@@ -192,7 +202,7 @@ Status ControlChannel::send(const std::string& peer, MessageType type, uint64_t 
 
 Result<std::optional<ControlMessage>> ControlChannel::receive(double timeout_s) {
   std::unique_lock<std::mutex> lock(mu_);
-  const auto deadline = Clock::now() + seconds(timeout_s);
+  const auto deadline = Clock::now() + steady_seconds(timeout_s);
   // A loss since the last receive() (also one between the caller's last look and this call)
   // ends the wait, once.
   arrived_.wait_until(lock, deadline, [&] {
@@ -246,7 +256,7 @@ void ControlChannel::run() {
     auto wake = next_heartbeat_;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      const auto limit = seconds(opts_.heartbeat_interval_s * opts_.heartbeat_miss_count);
+      const auto limit = steady_seconds(opts_.heartbeat_interval_s * opts_.heartbeat_miss_count);
       for (const auto& [id, p] : peers_)
         if (!p.lost) wake = std::min(wake, p.last_seen + limit);
     }
@@ -279,13 +289,14 @@ void ControlChannel::run() {
             if (it != peers_.end()) routing_id = it->second.routing_id;
           }
           try {
-            if (role_ == Role::kCoordinator)
-              sock_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore);
-            if (!sock_.send(body, zmq::send_flags::dontwait))
+            if (!send_now(sock_, role_ == Role::kCoordinator, routing_id, body)) {
+              ++num_send_drops_;
               spdlog::warn("control: {}: send to '{}' dropped: its queue is full", self_id_,
                            printable(to.to_string_view()));
+            }
           } catch (const zmq::error_t& e) {
             // A worker that went away: it is declared lost by the heartbeat rule.
+            ++num_send_drops_;
             spdlog::debug("control: {}: send to '{}': {}", self_id_, printable(to.to_string_view()),
                           e.what());
           }
@@ -306,13 +317,7 @@ void ControlChannel::run() {
 
 bool ControlChannel::read_incoming() {
   std::vector<zmq::message_t> frames;
-  while (true) {
-    zmq::message_t f;
-    if (!sock_.recv(f, zmq::recv_flags::dontwait)) break;
-    const bool more = f.more();
-    frames.push_back(std::move(f));
-    if (!more) break;
-  }
+  (void)zmq::recv_multipart(sock_, std::back_inserter(frames), zmq::recv_flags::dontwait);
   if (frames.empty()) return false;
   file(frames);
   return true;
@@ -358,9 +363,8 @@ void ControlChannel::file(std::vector<zmq::message_t>& frames) {
     // A heartbeat at once: the worker counts the coordinator's silence from its own start.
     if (role_ == Role::kCoordinator) {
       try {
-        const std::string beat = encode_message(MessageType::kHeartbeat, 0, {});
-        sock_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore);
-        (void)sock_.send(zmq::buffer(beat), zmq::send_flags::dontwait);
+        zmq::message_t beat(encode_message(MessageType::kHeartbeat, 0, {}));
+        (void)send_now(sock_, true, routing_id, beat);
       } catch (const zmq::error_t& e) {
         spdlog::debug("control: heartbeat to '{}': {}", printable(peer), e.what());
       }
@@ -391,8 +395,8 @@ void ControlChannel::reject(const std::string& peer, const std::string& why) {
 }
 
 void ControlChannel::beat_and_judge(Clock::time_point now) {
-  const auto interval = seconds(opts_.heartbeat_interval_s);
-  const auto limit = seconds(opts_.heartbeat_interval_s * opts_.heartbeat_miss_count);
+  const auto interval = steady_seconds(opts_.heartbeat_interval_s);
+  const auto limit = steady_seconds(opts_.heartbeat_interval_s * opts_.heartbeat_miss_count);
   std::vector<std::string> due;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -424,9 +428,8 @@ void ControlChannel::beat_and_judge(Clock::time_point now) {
   const std::string beat = encode_message(MessageType::kHeartbeat, 0, {});
   for (const std::string& routing_id : due) {
     try {
-      if (role_ == Role::kCoordinator)
-        sock_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore);
-      (void)sock_.send(zmq::buffer(beat), zmq::send_flags::dontwait);
+      zmq::message_t m(beat);
+      (void)send_now(sock_, role_ == Role::kCoordinator, routing_id, m);
     } catch (const zmq::error_t& e) {
       spdlog::debug("control: heartbeat from {}: {}", printable(self_id_), e.what());
     }

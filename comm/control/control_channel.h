@@ -62,7 +62,9 @@ class ControlChannel {
   const std::string& endpoint() const { return endpoint_; }  // the bound/connected address
   const CommOptions& options() const { return opts_; }
   // Coordinator: to worker `peer` (an error when it never connected); worker: to the
-  // coordinator (peer ignored). Queued for the I/O thread; safe from any thread.
+  // coordinator (peer ignored). Queued for the I/O thread; safe from any thread. A message
+  // the network cannot take (the peer's queue is full, or it went away) is dropped by the I/O
+  // thread, logged and counted (num_send_drops): OK here means queued, not delivered.
   Status send(const std::string& peer, MessageType type, uint64_t request_id,
               std::string_view payload);
   // Waits up to timeout_s for one application message (heartbeats and hellos are consumed by
@@ -79,7 +81,8 @@ class ControlChannel {
   // Whether any message of `peer` ever arrived (a worker that never heard its coordinator
   // could not reach the endpoint at all).
   bool ever_heard(const std::string& peer) const;
-  int64_t num_rejected() const { return num_rejected_.load(); }  // messages dropped
+  int64_t num_rejected() const { return num_rejected_.load(); }      // messages dropped
+  int64_t num_send_drops() const { return num_send_drops_.load(); }  // sends not taken
   // Connections refused at the handshake (no CURVE, wrong keys, a key not of this job).
   int64_t num_refused_connections() const { return num_refused_.load(); }
 
@@ -124,6 +127,7 @@ class ControlChannel {
   uint64_t num_losses_ = 0;            // peers declared lost so far (wakes receive())
   uint64_t losses_reported_ = 0;       // num_losses_ when receive() last returned
   std::atomic<int64_t> num_rejected_{0};
+  std::atomic<int64_t> num_send_drops_{0};
   std::atomic<int64_t> num_refused_{0};
   // The I/O thread's own: when the next heartbeats go out, and when it last ran.
   Clock::time_point next_heartbeat_;

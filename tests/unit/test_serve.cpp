@@ -5,6 +5,7 @@
 // others are served; an abort or a vanished client frees the request's blocks in every state
 // (queued, prefilling, transferring, decoding); a drain refuses new work and ends with nothing
 // open. The C++ client (ServeClient) is tested against the same server.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -359,6 +360,42 @@ INSTANTIATE_TEST_SUITE_P(States, ServeAbort,
                                            AbortCase{Target::kDecoding, How::kAbortMessage},
                                            AbortCase{Target::kDecoding, How::kDisconnect}),
                          abort_case_name);
+
+// A client that sends requests and never reads: once its queue is full (send_hwm messages in
+// ZeroMQ, the rest in the kernel's buffers) the server drops it and aborts its requests,
+// instead of blocking its loop on the send (ROUTER_MANDATORY blocks the routing-id frame of a
+// full queue unless it is sent without waiting).
+TEST(Serve, AClientThatStopsReadingIsDroppedWithoutStallingTheServer) {
+  ServerOptions sv;
+  sv.send_hwm = 64;  // the deaf client gets 64 messages a step, the reader 1 or 2
+  Fixture f(false, SchedulerOptions{}, sv, 9000);
+  zmq::context_t ctx;
+  zmq::socket_t deaf(ctx, zmq::socket_type::dealer);
+  deaf.set(zmq::sockopt::linger, 0);
+  deaf.set(zmq::sockopt::rcvhwm, 1);
+  deaf.set(zmq::sockopt::rcvbuf, 4096);
+  deaf.connect(f.server->endpoint());
+  for (int i = 0; i < 64; ++i)
+    deaf.send(zmq::buffer(generate(fmt::format("r{}", i), prompt(4, i), 2000).dump()),
+              zmq::send_flags::none);
+  // Another client is served meanwhile and after.
+  RawClient reader(f.server->endpoint());
+  reader.send(generate("ok", prompt(5, 7), 20));
+  ASSERT_TRUE(f.run_until(
+      [&] {
+        reader.read_all();
+        return f.server->counters().disconnects == 1 && reader.ended("ok");
+      },
+      60))
+      << "disconnects " << f.server->counters().disconnects << ", dropped requests "
+      << f.server->counters().dropped_requests << ", messages to the reader "
+      << reader.inbox.size();
+  EXPECT_EQ(f.server->counters().dropped_requests, 64);
+  EXPECT_EQ(reader.streamed("ok").size(), 20u);
+  ASSERT_TRUE(f.run_until([&] { return !f.engine->busy(); }));
+  EXPECT_EQ(f.server->num_open(), 0u);
+  EXPECT_TRUE(f.all_free());
+}
 
 TEST(Serve, DrainRefusesNewRequestsFinishesOpenOnesThenAbortsAtTheDeadline) {
   ServerOptions sv;
