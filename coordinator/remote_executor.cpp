@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "comm/options.h"
 #include "common/logging.h"
 
 namespace sw::coordinator {
@@ -60,9 +61,14 @@ Status RemoteExecutor::fill_destinations(worker::KvSendOrder& order) const {
 Status RemoteExecutor::submit(const worker::StepCommand& command) {
   if (in_flight_) return internal_error("{}: a step is already in flight", instance_.name);
   SW_RETURN_IF_ERROR(error_);
-  worker::StepCommand cmd = command;
-  for (worker::KvSendOrder& o : cmd.kv_sends) SW_RETURN_IF_ERROR(fill_destinations(o));
-  const std::string payload = worker::encode_step_command(cmd);
+  std::string payload;
+  if (command.kv_sends.empty()) {
+    payload = worker::encode_step_command(command);
+  } else {  // the destinations' addresses are this executor's to add: a copy, only then
+    worker::StepCommand cmd = command;
+    for (worker::KvSendOrder& o : cmd.kv_sends) SW_RETURN_IF_ERROR(fill_destinations(o));
+    payload = worker::encode_step_command(cmd);
+  }
   const uint64_t request = request_ + 1;
   for (const auto& peer : peers()) {
     Status st = hub_.send(peer, comm::MessageType::kCommand, request, payload);
@@ -71,9 +77,7 @@ Status RemoteExecutor::submit(const worker::StepCommand& command) {
   request_ = request;
   in_flight_ = true;
   collect_metrics_ = command.collect_moe_metrics;
-  deadline_ = std::chrono::steady_clock::now() +
-              std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                  std::chrono::duration<double>(instance_.timeout_s));
+  deadline_ = std::chrono::steady_clock::now() + comm::steady_seconds(instance_.timeout_s);
   const size_t stages = instance_.ranks.size();
   replies_.assign(static_cast<size_t>(instance_.dp), worker::StepReply{});
   metrics_.assign(

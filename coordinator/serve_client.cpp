@@ -6,12 +6,16 @@
 #include <cerrno>
 #include <chrono>
 
+#include "comm/options.h"
+
 namespace sw::coordinator {
 
 namespace {
 
+// Clamped to [0, limits::kMaxTimeoutS] (NaN: 0), so neither the int64 nor the int of
+// ZMQ_SNDTIMEO (about 24 days of milliseconds) can wrap.
 std::chrono::milliseconds to_ms(double s) {
-  return std::chrono::milliseconds(static_cast<int64_t>(std::max(0.0, s) * 1000.0));
+  return std::chrono::duration_cast<std::chrono::milliseconds>(comm::steady_seconds(s));
 }
 
 }  // namespace

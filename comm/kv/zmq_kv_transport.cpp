@@ -5,17 +5,20 @@
 // the bytes; progress() only hands frames over and reads what came back. With keys the ROUTER
 // is a CURVE server whose ZAP handler admits only the job's KV keys, and each DEALER a CURVE
 // client that completes its handshake only with the holder of the destination's key.
-#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <zmq.hpp>
+#include <zmq_addon.hpp>
 
+#include "comm/host_address.h"
 #include "comm/kv_transport.h"
+#include "comm/options.h"
 #include "common/logging.h"
 
 namespace sw::comm {
@@ -71,10 +74,8 @@ class ZmqKvTransport final : public KvTransport {
     }
     std::string host = options_.host;
     if (host == "hostname") {
-      char name[256] = {0};
-      if (gethostname(name, sizeof(name) - 1) != 0)
-        return unavailable("KV transport: gethostname failed");
-      host = name;
+      host = host_name();
+      if (host.empty()) return unavailable("KV transport: gethostname failed");
     }
     try {
       router_.set(zmq::sockopt::linger, 0);
@@ -107,9 +108,8 @@ class ZmqKvTransport final : public KvTransport {
       return invalid_argument("KV transfer {} part {} to {}: {} bytes exceed the part limit {}",
                               transfer, part, peer, bytes.size(), options_.max_part_bytes);
     std::lock_guard<std::mutex> lock(mu_);
-    outbox_.push_back(Outgoing{peer, transfer, part, std::move(bytes),
-                               Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                                  std::chrono::duration<double>(timeout_s))});
+    outbox_.push_back(
+        Outgoing{peer, transfer, part, std::move(bytes), Clock::now() + steady_seconds(timeout_s)});
     return Status();
   }
 
@@ -126,7 +126,7 @@ class ZmqKvTransport final : public KvTransport {
     }
     try {
       zmq::poll(items.data(), items.size(),
-                std::chrono::milliseconds(static_cast<long>(std::max(0.0, max_wait_s) * 1000)));
+                std::chrono::duration_cast<std::chrono::milliseconds>(steady_seconds(max_wait_s)));
       if (items[0].revents & ZMQ_POLLIN) receive_parts();
       for (size_t i = 0; i < order.size(); ++i)
         if (items[i + 1].revents & ZMQ_POLLIN) receive_acks(*order[i].first, *order[i].second);
@@ -246,13 +246,7 @@ class ZmqKvTransport final : public KvTransport {
   void receive_parts() {
     while (true) {
       std::vector<zmq::message_t> frames;
-      while (true) {
-        zmq::message_t f;
-        if (!router_.recv(f, zmq::recv_flags::dontwait)) break;
-        const bool more = f.more();
-        frames.push_back(std::move(f));
-        if (!more) break;
-      }
+      (void)zmq::recv_multipart(router_, std::back_inserter(frames), zmq::recv_flags::dontwait);
       if (frames.empty()) return;
       // [sender identity, header, payload]
       if (frames.size() != 3) {
