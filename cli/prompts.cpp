@@ -4,7 +4,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
+
+#include "common/text.h"
 
 namespace sw::cli {
 
@@ -26,16 +27,10 @@ Result<std::vector<coordinator::RequestSpec>> read_prompts_file(
 
 Result<std::vector<int32_t>> parse_token_list(const std::string& text, const std::string& what) {
   std::vector<int32_t> ids;
-  // getline drops an empty last field: "1,2," would pass as "1,2".
-  const size_t last = text.find_last_not_of(" \t");
-  if (last != std::string::npos && text[last] == ',')
-    return invalid_argument("{}: empty token id in '{}'", what, text);
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
-    if (a == std::string::npos) return invalid_argument("{}: empty token id in '{}'", what, text);
-    item = item.substr(a, b - a + 1);
+  const std::vector<std::string> fields = split_fields(text, ',');
+  if (fields.size() == 1 && fields[0].empty()) return invalid_argument("{}: no token ids", what);
+  for (const std::string& item : fields) {
+    if (item.empty()) return invalid_argument("{}: empty token id in '{}'", what, text);
     char* end = nullptr;
     errno = 0;
     long long v = std::strtoll(item.c_str(), &end, 10);
@@ -43,7 +38,6 @@ Result<std::vector<int32_t>> parse_token_list(const std::string& text, const std
       return invalid_argument("{}: '{}' is not a token id (0 to {})", what, item, INT32_MAX);
     ids.push_back(static_cast<int32_t>(v));
   }
-  if (ids.empty()) return invalid_argument("{}: no token ids", what);
   return ids;
 }
 

@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <cstring>
+#include <iterator>
+#include <zmq_addon.hpp>
 
 #include "common/logging.h"
 
@@ -93,13 +95,7 @@ void ZapHandler::run() {
       if (items[1].revents & ZMQ_POLLIN) return;
       if (!(items[0].revents & ZMQ_POLLIN)) continue;
       std::vector<zmq::message_t> request;
-      while (true) {
-        zmq::message_t f;
-        if (!rep_.recv(f, zmq::recv_flags::dontwait)) break;
-        const bool more = f.more();
-        request.push_back(std::move(f));
-        if (!more) break;
-      }
+      (void)zmq::recv_multipart(rep_, std::back_inserter(request), zmq::recv_flags::dontwait);
       answer(request);
     } catch (const zmq::error_t& e) {
       if (e.num() == ETERM) return;
@@ -126,9 +122,7 @@ void ZapHandler::answer(std::vector<zmq::message_t>& req) {
       user = it->second;
     }
   }
-  if (status == "200") {
-    ++admitted_count_;
-  } else {
+  if (status != "200") {
     const int64_t n = ++refused_;
     if (worth_logging(n))
       spdlog::warn(

@@ -49,7 +49,6 @@ class ZapHandler {
   ZapHandler& operator=(const ZapHandler&) = delete;
 
   int64_t num_refused() const { return refused_.load(); }
-  int64_t num_admitted() const { return admitted_count_.load(); }
 
  private:
   ZapHandler(zmq::context_t& ctx, std::map<std::string, std::string> admitted, std::string what);
@@ -62,7 +61,6 @@ class ZapHandler {
   zmq::socket_t stop_rx_;  // the thread's end of the stop signal
   zmq::socket_t stop_tx_;  // the owner's end
   std::atomic<int64_t> refused_{0};
-  std::atomic<int64_t> admitted_count_{0};
   std::thread thread_;
 };
 

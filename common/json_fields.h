@@ -5,8 +5,10 @@
 #pragma once
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -14,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/logging.h"
 #include "common/status.h"
 
 namespace sw {
@@ -51,6 +54,20 @@ class JsonFields {
     return prefix_.empty() ? key : prefix_ + "." + key;
   }
   const std::string& source() const { return source_; }
+
+  // Every key of the object is one of `allowed`; else "<source>: unknown key 'k' (expected
+  // a, b)", the key escaped (printable) and cut to 64 bytes.
+  Status only_keys(std::initializer_list<const char*> allowed) const {
+    if (!j_.is_object()) return Status();
+    for (const auto& item : j_.items()) {
+      bool known = false;
+      for (const char* k : allowed) known = known || item.key() == k;
+      if (!known)
+        return invalid_argument("{}: unknown key '{}' (expected {})", source_,
+                                printable(item.key(), 64), fmt::join(allowed, ", "));
+    }
+    return Status();
+  }
 
   template <typename T>
   Result<T> required(const std::string& key) const {

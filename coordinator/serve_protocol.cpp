@@ -41,26 +41,10 @@ const char* server_type_name(ServerMessageType t) {
 
 json header(const char* type) { return json{{"v", kProtocolVersion}, {"type", type}}; }
 
-// Every key of `j` must be one of `allowed`; the error lists them.
-Status only_keys(const json& j, std::initializer_list<const char*> allowed, const char* what) {
-  for (const auto& item : j.items()) {
-    if (std::find_if(allowed.begin(), allowed.end(),
-                     [&](const char* k) { return item.key() == k; }) != allowed.end())
-      continue;
-    std::string key = item.key();
-    if (key.size() > 64) key = key.substr(0, 61) + "...";
-    return invalid_argument("{}: unknown key '{}' (expected {})", what, key,
-                            fmt::join(allowed, ", "));
-  }
-  return Status();
-}
-
 Result<ClientMessage> parse_generate(const json& j, const std::string& id) {
-  SW_RETURN_IF_ERROR(only_keys(j,
-                               {"v", "type", "id", "prompt_ids", "max_tokens", "temperature",
-                                "top_k", "top_p", "seed", "ignore_eos", "stream"},
-                               "generate"));
   JsonFields f(j, "generate");
+  SW_RETURN_IF_ERROR(f.only_keys({"v", "type", "id", "prompt_ids", "max_tokens", "temperature",
+                                  "top_k", "top_p", "seed", "ignore_eos", "stream"}));
   ClientMessage m;
   m.type = ClientMessageType::kGenerate;
   m.id = id;
@@ -139,7 +123,7 @@ Result<ClientMessage> parse_client_message(std::string_view frame, ProtocolError
     if (g.ok()) return std::move(g).value();
     st = g.status();
   } else if (type == "abort") {
-    st = only_keys(j, {"v", "type", "id"}, "abort");
+    st = JsonFields(j, "abort").only_keys({"v", "type", "id"});
     if (st.ok() && error->id.empty()) st = invalid_argument("abort: missing required key 'id'");
     if (st.ok()) {
       m.type = ClientMessageType::kAbort;
@@ -147,7 +131,7 @@ Result<ClientMessage> parse_client_message(std::string_view frame, ProtocolError
       return m;
     }
   } else if (type == "info" || type == "stats" || type == "ping") {
-    st = only_keys(j, {"v", "type"}, type.c_str());
+    st = JsonFields(j, type).only_keys({"v", "type"});
     if (st.ok()) {
       m.type = type == "info"    ? ClientMessageType::kInfo
                : type == "stats" ? ClientMessageType::kStats
@@ -155,7 +139,7 @@ Result<ClientMessage> parse_client_message(std::string_view frame, ProtocolError
       return m;
     }
   } else {
-    std::string shown = type.size() > 64 ? type.substr(0, 61) + "..." : type;
+    const std::string shown = printable(type, 64);
     return fail(kBadFrame, fmt::format("unknown message type '{}' (expected generate, abort, "
                                        "info, stats or ping)",
                                        shown));
@@ -190,9 +174,7 @@ std::string ServerInfo::layout() const {
   std::string out;
   for (const auto& p : pools) {
     if (!out.empty()) out += " + ";
-    out +=
-        fmt::format("{} {} x (tp {} pp {} dp {}, moe {})", parallel::pool_kind_name(p.kind),
-                    p.instances, p.tp, p.pp, p.dp, p.moe == parallel::MoeMode::kEp ? "ep" : "tp");
+    out += parallel::pool_text(p);
   }
   return out;
 }
@@ -219,13 +201,7 @@ json to_json(const RequestSummary& s) {
 
 json to_json(const ServerInfo& info) {
   json pools = json::array();
-  for (const auto& p : info.pools)
-    pools.push_back({{"kind", parallel::pool_kind_name(p.kind)},
-                     {"instances", p.instances},
-                     {"tp", p.tp},
-                     {"pp", p.pp},
-                     {"dp", p.dp},
-                     {"moe", p.moe == parallel::MoeMode::kEp ? "ep" : "tp"}});
+  for (const auto& p : info.pools) pools.push_back(parallel::pool_to_json(p));
   return {{"model", info.model},
           {"model_type", info.model_type},
           {"vocab_size", info.vocab_size},
@@ -377,18 +353,8 @@ Result<ServerMessage> parse_server_message(std::string_view frame) {
     SW_ASSIGN_OR_RETURN(i.world_size, f.optional<int>("world_size", 1));
     if (j.contains("pools") && j["pools"].is_array()) {
       for (const auto& p : j["pools"]) {
-        JsonFields pf(p, "server message: pools");
-        parallel::PoolSpec spec;
-        SW_ASSIGN_OR_RETURN(std::string kind, pf.required<std::string>("kind"));
-        spec.kind = kind == "prefill"  ? parallel::PoolKind::kPrefill
-                    : kind == "decode" ? parallel::PoolKind::kDecode
-                                       : parallel::PoolKind::kMixed;
-        SW_ASSIGN_OR_RETURN(spec.instances, pf.optional<int>("instances", 1));
-        SW_ASSIGN_OR_RETURN(spec.tp, pf.optional<int>("tp", 1));
-        SW_ASSIGN_OR_RETURN(spec.pp, pf.optional<int>("pp", 1));
-        SW_ASSIGN_OR_RETURN(spec.dp, pf.optional<int>("dp", 1));
-        SW_ASSIGN_OR_RETURN(std::string moe, pf.optional<std::string>("moe", "ep"));
-        spec.moe = moe == "tp" ? parallel::MoeMode::kTp : parallel::MoeMode::kEp;
+        SW_ASSIGN_OR_RETURN(parallel::PoolSpec spec,
+                            parallel::pool_from_json(p, "server message: pools"));
         i.pools.push_back(spec);
       }
     }

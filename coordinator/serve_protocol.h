@@ -100,7 +100,7 @@ struct ServerInfo {
   std::string dtype;
   int world_size = 1;                     // processes (ranks) of the job
   std::vector<parallel::PoolSpec> pools;  // empty: one process, no pools
-  std::string layout() const;  // "prefill 1 x (tp 2 pp 1 dp 1, moe ep) + decode 2 x (...)"
+  std::string layout() const;  // "prefill 1 x (tp 2 x pp 1 x dp 1, moe ep) + decode 2 x (...)"
   bool disaggregated() const;
 };
 

@@ -9,7 +9,8 @@
 #include <cmath>
 #include <ctime>
 #include <numeric>
-#include <sstream>
+
+#include "common/text.h"
 
 namespace sw::coordinator {
 
@@ -33,17 +34,6 @@ const MetricName* find_metric(const std::string& key) {
   for (const auto& m : kMetrics)
     if (key == m.key) return &m;
   return nullptr;
-}
-
-std::vector<std::string> split(const std::string& text, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, sep)) {
-    const size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
-    out.push_back(a == std::string::npos ? "" : item.substr(a, b - a + 1));
-  }
-  return out;
 }
 
 Result<double> parse_number(const std::string& s, const char* flag, const std::string& item) {
@@ -91,25 +81,23 @@ std::string rule(const std::string& title, char fill) {
 
 Result<std::vector<std::string>> parse_metric_names(const std::string& text) {
   std::vector<std::string> out;
-  for (const std::string& item : split(text, ',')) {
+  for (const std::string& item : split_fields(text, ',')) {
     if (!find_metric(item))
       return invalid_argument("--percentile-metrics: '{}' is not a metric (ttft, tpot, itl, e2el)",
                               item);
     if (std::find(out.begin(), out.end(), item) == out.end()) out.push_back(item);
   }
-  if (out.empty()) return invalid_argument("--percentile-metrics: no metrics in '{}'", text);
   return out;
 }
 
 Result<std::vector<double>> parse_percentiles(const std::string& text) {
   std::vector<double> out;
-  for (const std::string& item : split(text, ',')) {
+  for (const std::string& item : split_fields(text, ',')) {
     SW_ASSIGN_OR_RETURN(double p, parse_number(item, "--metric-percentiles", item));
     if (!(p > 0 && p < 100))
       return invalid_argument("--metric-percentiles: {} is not in (0, 100)", item);
     out.push_back(p);
   }
-  if (out.empty()) return invalid_argument("--metric-percentiles: no values in '{}'", text);
   return out;
 }
 

@@ -86,18 +86,9 @@ Result<RequestSpec> parse_prompt_line(const std::string& line, const std::string
   auto j = nlohmann::json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object())
     return invalid_argument("{}: expected one JSON object per line", where);
-  static const char* kKeys[] = {"prompt_ids", "max_new_tokens", "temperature",
-                                "top_k",      "top_p",          "seed"};
-  for (const auto& item : j.items()) {
-    bool known = false;
-    for (const char* k : kKeys) known = known || item.key() == k;
-    if (!known)
-      return invalid_argument(
-          "{}: unknown key '{}' (expected prompt_ids, max_new_tokens, temperature, top_k, "
-          "top_p, seed)",
-          where, item.key());
-  }
   JsonFields f(j, where);
+  SW_RETURN_IF_ERROR(
+      f.only_keys({"prompt_ids", "max_new_tokens", "temperature", "top_k", "top_p", "seed"}));
   RequestSpec r = base;
   SW_ASSIGN_OR_RETURN(std::vector<int> ids, f.required<std::vector<int>>("prompt_ids"));
   if (ids.empty()) return invalid_argument("{}: key 'prompt_ids': empty prompt", where);
@@ -118,11 +109,8 @@ Result<WorkloadItem> parse_workload_line(const std::string& line, const std::str
   auto j = nlohmann::json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object())
     return invalid_argument("{}: expected one JSON object per line", where);
-  for (const auto& item : j.items())
-    if (item.key() != "prompt_ids" && item.key() != "output_len")
-      return invalid_argument("{}: unknown key '{}' (expected prompt_ids, output_len)", where,
-                              item.key());
   JsonFields f(j, where);
+  SW_RETURN_IF_ERROR(f.only_keys({"prompt_ids", "output_len"}));
   SW_ASSIGN_OR_RETURN(std::vector<int> ids, f.required<std::vector<int>>("prompt_ids"));
   if (ids.empty()) return invalid_argument("{}: key 'prompt_ids': empty prompt", where);
   WorkloadItem w;

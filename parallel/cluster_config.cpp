@@ -3,6 +3,7 @@
 // Add a key: its parse call in the section's function below (and see cluster_config.h).
 #include "parallel/cluster_config.h"
 
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -11,7 +12,9 @@
 #include <limits>
 #include <map>
 
+#include "common/json_fields.h"
 #include "common/limits.h"
+#include "common/logging.h"
 #include "common/text_file.h"
 
 namespace sw::parallel {
@@ -23,6 +26,48 @@ const char* pool_kind_name(PoolKind k) {
     case PoolKind::kDecode: return "decode";
   }
   return "?";
+}
+
+const char* moe_mode_name(MoeMode m) { return m == MoeMode::kTp ? "tp" : "ep"; }
+
+std::string pool_text(const PoolSpec& p) {
+  return fmt::format("{} {} x (tp {} x pp {} x dp {}, moe {})", pool_kind_name(p.kind), p.instances,
+                     p.tp, p.pp, p.dp, moe_mode_name(p.moe));
+}
+
+nlohmann::json pool_to_json(const PoolSpec& p) {
+  return {{"kind", pool_kind_name(p.kind)},
+          {"instances", p.instances},
+          {"tp", p.tp},
+          {"pp", p.pp},
+          {"dp", p.dp},
+          {"moe", moe_mode_name(p.moe)}};
+}
+
+Result<PoolSpec> pool_from_json(const nlohmann::json& j, const std::string& where) {
+  JsonFields f(j, where);
+  PoolSpec s;
+  SW_ASSIGN_OR_RETURN(std::string kind, f.required<std::string>("kind"));
+  if (kind == "mixed")
+    s.kind = PoolKind::kMixed;
+  else if (kind == "prefill")
+    s.kind = PoolKind::kPrefill;
+  else if (kind == "decode")
+    s.kind = PoolKind::kDecode;
+  else
+    return invalid_argument("{}: pool kind '{}' is not mixed, prefill or decode", where,
+                            printable(kind, 64));
+  SW_ASSIGN_OR_RETURN(std::string moe, f.required<std::string>("moe"));
+  if (moe != "ep" && moe != "tp")
+    return invalid_argument("{}: pool {} moe '{}' is not ep or tp", where, kind,
+                            printable(moe, 64));
+  s.moe = moe == "tp" ? MoeMode::kTp : MoeMode::kEp;
+  const int max = limits::kMaxWorldSize;
+  SW_ASSIGN_OR_RETURN(s.instances, f.required_in<int>("instances", 1, max));
+  SW_ASSIGN_OR_RETURN(s.tp, f.required_in<int>("tp", 1, max));
+  SW_ASSIGN_OR_RETURN(s.pp, f.required_in<int>("pp", 1, max));
+  SW_ASSIGN_OR_RETURN(s.dp, f.required_in<int>("dp", 1, max));
+  return s;
 }
 
 int ClusterConfig::world_size() const {

@@ -4,6 +4,7 @@
 // README's schema table and in launch/configs/example.yaml.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +33,13 @@ struct PoolSpec {
   int ranks_per_instance() const { return tp * pp * dp; }
   int ranks() const { return instances * ranks_per_instance(); }
 };
+const char* moe_mode_name(MoeMode m);
+// "prefill 2 x (tp 2 x pp 1 x dp 1, moe ep)": how plans and the serve API name a pool.
+std::string pool_text(const PoolSpec& p);
+// {"kind", "instances", "tp", "pp", "dp", "moe"}: the plan JSON's and the serve info's pools.
+nlohmann::json pool_to_json(const PoolSpec& p);
+// The inverse; unknown kinds or moe modes and counts < 1 are errors naming `where`.
+Result<PoolSpec> pool_from_json(const nlohmann::json& j, const std::string& where);
 
 struct ModelSection {
   std::string path;                  // preset name or folder

@@ -128,13 +128,8 @@ nlohmann::json Plan::to_json() const {
   j["pools"] = nlohmann::json::array();
   for (size_t p = 0; p < pools.size(); ++p) {
     const PoolSpec& s = pools[p];
-    nlohmann::json pj = {{"kind", pool_kind_name(s.kind)},
-                         {"instances", s.instances},
-                         {"tp", s.tp},
-                         {"pp", s.pp},
-                         {"dp", s.dp},
-                         {"moe", s.moe == MoeMode::kTp ? "tp" : "ep"},
-                         {"first_rank", p < pool_first_rank.size() ? pool_first_rank[p] : 0}};
+    nlohmann::json pj = pool_to_json(s);
+    pj["first_rank"] = p < pool_first_rank.size() ? pool_first_rank[p] : 0;
     pj["stages"] = nlohmann::json::array();
     if (p < stages.size())
       for (const StagePlan& st : stages[p])
@@ -166,26 +161,7 @@ Result<Plan> Plan::from_json(const nlohmann::json& j) {
     plan.max_model_len = j.at("max_model_len").get<int64_t>();
     plan.blocks_per_seq = j.at("blocks_per_seq").get<int64_t>();
     for (const nlohmann::json& pj : j.at("pools")) {
-      PoolSpec s;
-      const std::string kind = pj.at("kind").get<std::string>();
-      if (kind == "mixed")
-        s.kind = PoolKind::kMixed;
-      else if (kind == "prefill")
-        s.kind = PoolKind::kPrefill;
-      else if (kind == "decode")
-        s.kind = PoolKind::kDecode;
-      else
-        return data_loss("plan JSON: pool kind '{}' is not mixed, prefill or decode", kind);
-      s.instances = pj.at("instances").get<int>();
-      s.tp = pj.at("tp").get<int>();
-      s.pp = pj.at("pp").get<int>();
-      s.dp = pj.at("dp").get<int>();
-      const std::string moe = pj.at("moe").get<std::string>();
-      if (moe != "ep" && moe != "tp")
-        return data_loss("plan JSON: pool {} moe '{}' is not ep or tp", kind, moe);
-      s.moe = moe == "tp" ? MoeMode::kTp : MoeMode::kEp;
-      if (s.instances < 1 || s.tp < 1 || s.pp < 1 || s.dp < 1)
-        return data_loss("plan JSON: pool {}: instances, tp, pp and dp must be >= 1", kind);
+      SW_ASSIGN_OR_RETURN(PoolSpec s, pool_from_json(pj, "plan JSON"));
       plan.pools.push_back(s);
       plan.pool_first_rank.push_back(pj.at("first_rank").get<int>());
       std::vector<StagePlan> stages;
@@ -198,8 +174,8 @@ Result<Plan> Plan::from_json(const nlohmann::json& j) {
         stages.push_back(st);
       }
       if (static_cast<int>(stages.size()) != s.pp)
-        return data_loss("plan JSON: pool {} has {} stages, expected pp = {}", kind, stages.size(),
-                         s.pp);
+        return data_loss("plan JSON: pool {} has {} stages, expected pp = {}",
+                         pool_kind_name(s.kind), stages.size(), s.pp);
       plan.stages.push_back(std::move(stages));
     }
     for (const nlohmann::json& rj : j.at("ranks")) plan.ranks.push_back(rank_from_json(rj));
@@ -228,9 +204,7 @@ std::string Plan::to_text() const {
   out += fmt::format("model       {} ({}, {} layers), dtype {}, device {}\n", model, model_type,
                      num_hidden_layers, dtype, device);
   std::string formula = "1 coordinator";
-  for (const PoolSpec& p : pools)
-    formula += fmt::format(" + {} {} x (tp {} x pp {} x dp {}, moe {})", pool_kind_name(p.kind),
-                           p.instances, p.tp, p.pp, p.dp, p.moe == MoeMode::kTp ? "tp" : "ep");
+  for (const PoolSpec& p : pools) formula += " + " + pool_text(p);
   out += fmt::format("world size  {} = {}\n", world_size, formula);
   if (ranks_per_node > 0)
     out += fmt::format(
@@ -257,7 +231,7 @@ std::string Plan::to_text() const {
         "pool {:<7} ranks {}-{}: {} instance(s) x {} stage(s) x {} ranks (tp {} x "
         "dp {}), moe {}\n",
         pool_kind_name(s.kind), first, first + s.ranks() - 1, s.instances, s.pp, s.tp * s.dp, s.tp,
-        s.dp, s.moe == MoeMode::kTp ? "tp" : "ep");
+        s.dp, moe_mode_name(s.moe));
     for (size_t i = 0; i < stages[p].size(); ++i) {
       const StagePlan& st = stages[p][i];
       std::string extra;

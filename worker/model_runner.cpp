@@ -687,24 +687,36 @@ struct KvSlice {
   }
 };
 
+// The slice of layer `layer`, KV heads [head_begin, head_end), of `blocks`, checked against
+// what this rank holds; `op` names the caller in errors.
+Result<KvSlice> kv_slice(const char* op, const ShardSpec& sh, int layer, int head_begin,
+                         int head_end, const std::vector<int32_t>& blocks, int64_t num_blocks,
+                         int64_t block_size, int64_t head_dim, DType dtype) {
+  if (layer < sh.layer_begin || layer >= sh.layer_end || head_begin < sh.kv_head_begin ||
+      head_end > sh.kv_head_end || head_begin >= head_end)
+    return invalid_argument(
+        "{}: layer {} heads [{}, {}) are not all held here (layers [{}, {}), KV heads [{}, {}))",
+        op, layer, head_begin, head_end, sh.layer_begin, sh.layer_end, sh.kv_head_begin,
+        sh.kv_head_end);
+  for (int32_t b : blocks)
+    if (b < 0 || b >= num_blocks)
+      return invalid_argument("{}: block {} outside the cache of {}", op, b, num_blocks);
+  return KvSlice{block_size,
+                 sh.num_kv_heads(),
+                 head_dim,
+                 head_begin - sh.kv_head_begin,
+                 head_end - head_begin,
+                 static_cast<int64_t>(dtype_size(dtype))};
+}
+
 }  // namespace
 
 Status ModelRunner::export_kv(int layer, int head_begin, int head_end,
                               const std::vector<int32_t>& blocks, std::string* out) {
   const ShardSpec& sh = weights_.shard;
-  if (layer < sh.layer_begin || layer >= sh.layer_end || head_begin < sh.kv_head_begin ||
-      head_end > sh.kv_head_end || head_begin >= head_end)
-    return invalid_argument(
-        "export_kv: layer {} heads [{}, {}) are not all held here (layers [{}, {}), KV heads "
-        "[{}, {}))",
-        layer, head_begin, head_end, sh.layer_begin, sh.layer_end, sh.kv_head_begin,
-        sh.kv_head_end);
-  for (int32_t b : blocks)
-    if (b < 0 || b >= num_blocks_)
-      return invalid_argument("export_kv: block {} outside the cache of {}", b, num_blocks_);
-  const KvSlice sl{block_size_,           sh.num_kv_heads(),
-                   config_.head_dim,      head_begin - sh.kv_head_begin,
-                   head_end - head_begin, static_cast<int64_t>(dtype_size(dtype_))};
+  SW_ASSIGN_OR_RETURN(const KvSlice sl,
+                      kv_slice("export_kv", sh, layer, head_begin, head_end, blocks, num_blocks_,
+                               block_size_, config_.head_dim, dtype_));
   const int li = layer - sh.layer_begin;
   out->resize(static_cast<size_t>(2 * static_cast<int64_t>(blocks.size()) * sl.block_bytes()));
   char* dst = out->data();
@@ -731,19 +743,9 @@ Status ModelRunner::export_kv(int layer, int head_begin, int head_end,
 Status ModelRunner::import_kv(int layer, int head_begin, int head_end,
                               const std::vector<int32_t>& blocks, std::string_view bytes) {
   const ShardSpec& sh = weights_.shard;
-  if (layer < sh.layer_begin || layer >= sh.layer_end || head_begin < sh.kv_head_begin ||
-      head_end > sh.kv_head_end || head_begin >= head_end)
-    return invalid_argument(
-        "import_kv: layer {} heads [{}, {}) are not all held here (layers [{}, {}), KV heads "
-        "[{}, {}))",
-        layer, head_begin, head_end, sh.layer_begin, sh.layer_end, sh.kv_head_begin,
-        sh.kv_head_end);
-  for (int32_t b : blocks)
-    if (b < 0 || b >= num_blocks_)
-      return invalid_argument("import_kv: block {} outside the cache of {}", b, num_blocks_);
-  const KvSlice sl{block_size_,           sh.num_kv_heads(),
-                   config_.head_dim,      head_begin - sh.kv_head_begin,
-                   head_end - head_begin, static_cast<int64_t>(dtype_size(dtype_))};
+  SW_ASSIGN_OR_RETURN(const KvSlice sl,
+                      kv_slice("import_kv", sh, layer, head_begin, head_end, blocks, num_blocks_,
+                               block_size_, config_.head_dim, dtype_));
   const int64_t want = 2 * static_cast<int64_t>(blocks.size()) * sl.block_bytes();
   if (static_cast<int64_t>(bytes.size()) != want)
     return invalid_argument(

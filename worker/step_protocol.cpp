@@ -55,11 +55,36 @@ Result<std::vector<moe::MoeLayerMetrics>> get_metrics(PayloadReader& r) {
   return ms;
 }
 
-void put_send_order(PayloadWriter& w, const KvSendOrder& o) {
+Result<int> get_index(PayloadReader& r, const char* what) {
+  SW_ASSIGN_OR_RETURN(uint32_t v, r.u32());
+  if (v > (1u << 20)) return data_loss("KV order: {} {} is out of range", what, v);
+  return static_cast<int>(v);
+}
+
+// The fields both orders share, first on the wire (timeout_s, also shared, goes last).
+void put_order(PayloadWriter& w, const KvOrder& o) {
   w.u64(o.transfer).u32(static_cast<uint32_t>(o.dp_group)).u64(static_cast<uint64_t>(o.seq_id));
   put_i32s(w, o.blocks);
   w.u64(static_cast<uint64_t>(o.num_tokens));
   w.u32(static_cast<uint32_t>(o.src_pool)).u32(static_cast<uint32_t>(o.dst_pool));
+}
+
+Status get_order(PayloadReader& r, KvOrder* o) {
+  SW_ASSIGN_OR_RETURN(o->transfer, r.u64());
+  SW_ASSIGN_OR_RETURN(o->dp_group, get_index(r, "dp group"));
+  SW_ASSIGN_OR_RETURN(uint64_t seq, r.u64());
+  o->seq_id = static_cast<int64_t>(seq);
+  SW_ASSIGN_OR_RETURN(o->blocks, get_i32s(r));
+  SW_ASSIGN_OR_RETURN(uint64_t n, r.u64());
+  if (n > (uint64_t{1} << 40)) return data_loss("KV order: {} tokens", n);
+  o->num_tokens = static_cast<int64_t>(n);
+  SW_ASSIGN_OR_RETURN(o->src_pool, get_index(r, "source pool"));
+  SW_ASSIGN_OR_RETURN(o->dst_pool, get_index(r, "destination pool"));
+  return Status();
+}
+
+void put_send_order(PayloadWriter& w, const KvSendOrder& o) {
+  put_order(w, o);
   w.u32(static_cast<uint32_t>(o.dst_instance)).u32(static_cast<uint32_t>(o.dst_group));
   put_i32s(w, std::vector<int32_t>(o.dst_ranks.begin(), o.dst_ranks.end()));
   w.u32(static_cast<uint32_t>(o.dst_addresses.size()));
@@ -67,24 +92,9 @@ void put_send_order(PayloadWriter& w, const KvSendOrder& o) {
   w.f64(o.timeout_s);
 }
 
-Result<int> get_index(PayloadReader& r, const char* what) {
-  SW_ASSIGN_OR_RETURN(uint32_t v, r.u32());
-  if (v > (1u << 20)) return data_loss("KV order: {} {} is out of range", what, v);
-  return static_cast<int>(v);
-}
-
 Result<KvSendOrder> get_send_order(PayloadReader& r) {
   KvSendOrder o;
-  SW_ASSIGN_OR_RETURN(o.transfer, r.u64());
-  SW_ASSIGN_OR_RETURN(o.dp_group, get_index(r, "dp group"));
-  SW_ASSIGN_OR_RETURN(uint64_t seq, r.u64());
-  o.seq_id = static_cast<int64_t>(seq);
-  SW_ASSIGN_OR_RETURN(o.blocks, get_i32s(r));
-  SW_ASSIGN_OR_RETURN(uint64_t n, r.u64());
-  if (n > (uint64_t{1} << 40)) return data_loss("KV send order: {} tokens", n);
-  o.num_tokens = static_cast<int64_t>(n);
-  SW_ASSIGN_OR_RETURN(o.src_pool, get_index(r, "source pool"));
-  SW_ASSIGN_OR_RETURN(o.dst_pool, get_index(r, "destination pool"));
+  SW_RETURN_IF_ERROR(get_order(r, &o));
   SW_ASSIGN_OR_RETURN(o.dst_instance, get_index(r, "destination instance"));
   SW_ASSIGN_OR_RETURN(o.dst_group, get_index(r, "destination dp group"));
   SW_ASSIGN_OR_RETURN(std::vector<int32_t> ranks, get_i32s(r));
@@ -102,25 +112,13 @@ Result<KvSendOrder> get_send_order(PayloadReader& r) {
 }
 
 void put_recv_order(PayloadWriter& w, const KvRecvOrder& o) {
-  w.u64(o.transfer).u32(static_cast<uint32_t>(o.dp_group)).u64(static_cast<uint64_t>(o.seq_id));
-  put_i32s(w, o.blocks);
-  w.u64(static_cast<uint64_t>(o.num_tokens));
-  w.u32(static_cast<uint32_t>(o.src_pool)).u32(static_cast<uint32_t>(o.dst_pool));
+  put_order(w, o);
   w.f64(o.timeout_s);
 }
 
 Result<KvRecvOrder> get_recv_order(PayloadReader& r) {
   KvRecvOrder o;
-  SW_ASSIGN_OR_RETURN(o.transfer, r.u64());
-  SW_ASSIGN_OR_RETURN(o.dp_group, get_index(r, "dp group"));
-  SW_ASSIGN_OR_RETURN(uint64_t seq, r.u64());
-  o.seq_id = static_cast<int64_t>(seq);
-  SW_ASSIGN_OR_RETURN(o.blocks, get_i32s(r));
-  SW_ASSIGN_OR_RETURN(uint64_t n, r.u64());
-  if (n > (uint64_t{1} << 40)) return data_loss("KV receive order: {} tokens", n);
-  o.num_tokens = static_cast<int64_t>(n);
-  SW_ASSIGN_OR_RETURN(o.src_pool, get_index(r, "source pool"));
-  SW_ASSIGN_OR_RETURN(o.dst_pool, get_index(r, "destination pool"));
+  SW_RETURN_IF_ERROR(get_order(r, &o));
   SW_ASSIGN_OR_RETURN(o.timeout_s, r.f64());
   return o;
 }

@@ -19,31 +19,29 @@ namespace sw::worker {
 // layers and heads to which rank is parallel::make_kv_transfer_plan(plan, src_pool, dst_pool),
 // which both sides compute; part k * 65536 + i of a transfer carries layer
 // segments[k].layer_begin + i of segment k, as [K|V][block][slot][head][head_dim].
-struct KvSendOrder {
+// What both ends of a transfer are told about it.
+struct KvOrder {
   uint64_t transfer = 0;
-  int dp_group = 0;             // the prefill dp group that holds the sequence
-  int64_t seq_id = 0;           // its sequence there (to find it in a step's micro-batch)
-  std::vector<int32_t> blocks;  // its blocks, in order, covering num_tokens
+  int dp_group = 0;    // send: the prefill dp group holding the sequence; receive: the decode one
+  int64_t seq_id = 0;  // the sequence there (send: to find it in a step's micro-batch)
+  std::vector<int32_t> blocks;  // its blocks there, in order, covering num_tokens
   int64_t num_tokens = 0;
   int src_pool = 0, dst_pool = 0;  // pools in the plan
+  // send: every part must be acknowledged within this; receive: parts that arrive before
+  // the order wait at most this long.
+  double timeout_s = 30;
+};
+
+struct KvSendOrder : KvOrder {
   int dst_instance = 0, dst_group = 0;
   // Per rank of the destination dp group, index stage * tp + tp_rank: its world rank and its
   // KvTransport address (filled in by the executor from the workers' reports).
   std::vector<int> dst_ranks;
   std::vector<std::string> dst_addresses;
-  double timeout_s = 30;  // every part must be acknowledged within this
 };
 
 // A decode dp group receives a sequence's KV into `blocks`.
-struct KvRecvOrder {
-  uint64_t transfer = 0;
-  int dp_group = 0;             // the decode dp group
-  int64_t seq_id = 0;           // the sequence the blocks will belong to there
-  std::vector<int32_t> blocks;  // destination blocks, in order, covering num_tokens
-  int64_t num_tokens = 0;
-  int src_pool = 0, dst_pool = 0;
-  double timeout_s = 30;  // parts that arrive before this order wait at most this long
-};
+struct KvRecvOrder : KvOrder {};
 
 struct KvCommand {
   enum class Kind : uint32_t { kSend = 1, kRecv = 2, kCancel = 3 };
