@@ -76,8 +76,8 @@ class Engine {
   };
   Status collect(std::vector<RequestOutput>& outputs, bool* any);
   // Disaggregation: executors' transfer reports in, the scheduler's decisions out.
-  Status advance_transfers(std::vector<RequestOutput>& outputs, bool* any);
-  Status carry_kv_actions(std::vector<RequestOutput>& outputs);
+  void advance_transfers(std::vector<RequestOutput>& outputs, bool* any);
+  void carry_kv_actions(std::vector<RequestOutput>& outputs);
   void lose_instance(int instance, const Status& why, std::vector<RequestOutput>& outputs);
 
   Scheduler scheduler_;

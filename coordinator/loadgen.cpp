@@ -1,18 +1,14 @@
-// Workloads, arrival schedules and the load loop of `shardwise bench` (see loadgen.h).
+// Arrival schedules and the load loop of `shardwise bench` (see loadgen.h).
 #include "coordinator/loadgen.h"
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <fstream>
-#include <limits>
-#include <nlohmann/json.hpp>
+#include <map>
 #include <random>
 #include <thread>
-
-#include "common/json_fields.h"
-#include "common/limits.h"
 
 namespace sw::coordinator {
 

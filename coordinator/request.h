@@ -78,9 +78,11 @@ struct Request {
   // Disaggregation: the KV transfer under way (0: none), and when waiting for decode room ends.
   uint64_t transfer = 0;
   Clock::time_point transfer_wait_deadline;
-  int64_t kv_bytes = 0;         // moved from the prefill to the decode instance
-  double kv_transfer_ms = 0;    // first part arrived .. last part applied (decode side)
-  double kv_hidden_share = 0;   // share of that before the prefill step's output was in
+  int64_t kv_bytes = 0;       // moved from the prefill to the decode instance
+  double kv_transfer_ms = 0;  // first part arrived .. last part applied (decode side)
+  // Share of that before the prefill step's output was in: the coordinator's wall clock
+  // against the decode ranks', so across hosts it is only as good as their clock sync.
+  double kv_hidden_share = 0;
   int64_t prefill_done_us = 0;  // wall clock when the prefill step's output was committed
 
   Clock::time_point arrival;                   // add()

@@ -427,7 +427,7 @@ Status Scheduler::update_from_output(const ScheduledStep& step, const StepOutput
           t->second.deadline =
               now + std::chrono::duration_cast<Clock::duration>(
                         std::chrono::duration<double>(options_.kv_transfer_timeout_s));
-          if (t->second.dst_done) finalize_transfer(t->second, outputs);
+          if (t->second.dst_done) finalize_transfer(t->second);
         }
       }
       o.state = r.state;
@@ -586,7 +586,7 @@ void Scheduler::cancel_transfer(uint64_t id) {
   transfers_.erase(it);
 }
 
-void Scheduler::finalize_transfer(Transfer& t, std::vector<RequestOutput>* outputs) {
+void Scheduler::finalize_transfer(Transfer& t) {
   Request& r = *t.request;
   // Acknowledged: now the prefill side may let the blocks go.
   Status st = kv_.free(t.src_instance, t.src_group, t.src_seq);
@@ -614,7 +614,6 @@ void Scheduler::finalize_transfer(Transfer& t, std::vector<RequestOutput>* outpu
   transfers_.erase(t.id);
   instances_[r.instance].running.push_back(&r);
   transition(r, RequestState::kDecoding, fmt::format("KV on {}", to).c_str());
-  (void)outputs;
 }
 
 void Scheduler::on_kv_event(int instance, const KvTransferEvent& e,
@@ -633,7 +632,7 @@ void Scheduler::on_kv_event(int instance, const KvTransferEvent& e,
   }
   t.dst_done = true;
   t.event = e;
-  if (t.src_done) finalize_transfer(t, outputs);
+  if (t.src_done) finalize_transfer(t);
 }
 
 void Scheduler::requeue_or_fail(Request& r, const std::string& why,

@@ -218,7 +218,7 @@ class Scheduler {
   // instance to expect them; the caller sends. Null when no decode instance has room.
   Transfer* reserve_transfer(Request& r, int64_t num_tokens);
   worker::KvSendOrder send_order(const Transfer& t, const std::vector<int32_t>& src_blocks) const;
-  void finalize_transfer(Transfer& t, std::vector<RequestOutput>* outputs);
+  void finalize_transfer(Transfer& t);
   // Drops a transfer: cancels it on both sides and frees the decode blocks.
   void cancel_transfer(uint64_t id);
   // A transfer (or the wait for decode room) failed: by policy, fail or recompute `r`.
