@@ -313,10 +313,8 @@ Status run_against_server(BenchArgs a) {
   return report(a, setup_of(a, info, rate, "serve"), result, before, after.ok() ? *after : before);
 }
 
-// The load flags, the same on both subcommands (vLLM's names and defaults). A flag given twice
-// takes its last value, so scripts' defaults can be overridden by what follows them.
+// The load flags, the same on both subcommands (vLLM's names and defaults).
 void add_load_flags(CLI::App* b, BenchArgs* a) {
-  b->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   b->add_option("--dataset-name", a->workload.dataset,
                 "random (token ids drawn uniformly) or jsonl (--dataset-path)")
       ->capture_default_str();
@@ -383,6 +381,9 @@ std::function<int()> add_bench_command(CLI::App& app) {
   CLI::App* bench = app.add_subcommand(
       "bench", "Serving benchmark (vllm bench serve's flags and metrics): throughput | serve");
   bench->require_subcommand(1);
+  // On both subcommands a flag given twice takes its last value (engine flags too), so a
+  // script's defaults can be overridden by what follows them.
+  bench->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   CLI::App* tp = bench->add_subcommand(
       "throughput",
       "The engine in this job (--model, or --config under mpirun) fed by an in-process load "

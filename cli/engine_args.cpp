@@ -42,7 +42,7 @@ EngineFlags::EngineFlags(CLI::App* g, EngineArgs* a, const std::string& kv_block
   owned(g->add_option("--graph-max-batch", a->graph_max_batch,
                       "Decode steps of up to this many sequences replay captured graphs (default "
                       "256 on cuda, 0 = eager on cpu, where graphs record ops for testing)"),
-        "(no key: cluster workers run eagerly)");
+        "!cluster workers run eagerly");
   owned(g->add_option("--kv-block-size", a->kv_block_size, "Tokens per KV block"),
         "runtime.kv_block_size")
       ->capture_default_str();
@@ -64,7 +64,7 @@ EngineFlags::EngineFlags(CLI::App* g, EngineArgs* a, const std::string& kv_block
         "scheduler.long_prefill_token_threshold")
       ->capture_default_str();
   owned(g->add_option("--threads", a->threads, "CPU threads (0 = all cores)"),
-        "(no key: cluster workers use every core)")
+        "!cluster workers use every core")
       ->capture_default_str();
 }
 
@@ -76,11 +76,22 @@ bool EngineFlags::check(std::ostream& err) const {
   if (config_->count() > 0)
     for (const auto& [opt, key] : file_owned_)
       if (opt->count() > 0) {
-        err << fmt::format("error: {} cannot be used with --config: set {} in {}\n",
-                           opt->get_name(), key, args_->config);
+        // A key starting with '!' is not a cluster-file key but why the flag has none.
+        if (key[0] == '!')
+          err << fmt::format("error: {} cannot be used with --config: {}\n", opt->get_name(),
+                             key + 1);
+        else
+          err << fmt::format("error: {} cannot be used with --config: set {} in {}\n",
+                             opt->get_name(), key, args_->config);
         return false;
       }
   return true;
+}
+
+std::string EngineFlags::given_engine_flag() const {
+  for (const auto& [opt, key] : file_owned_)
+    if (opt->count() > 0) return opt->get_name();
+  return "";
 }
 
 namespace {

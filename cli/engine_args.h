@@ -45,11 +45,15 @@ class EngineFlags {
   // given with --config.
   bool check(std::ostream& err) const;
   bool cluster() const { return config_->count() > 0; }
+  // The first engine flag given on the command line ("" when none): what a client of a
+  // running server (generate --endpoint) may not set.
+  std::string given_engine_flag() const;
 
  private:
   EngineArgs* args_;
   CLI::Option* model_ = nullptr;
   CLI::Option* config_ = nullptr;
+  // Each flag the cluster file decides, with its key there ("!why": no key, and why).
   std::vector<std::pair<CLI::Option*, const char*>> file_owned_;
 };
 

@@ -313,6 +313,12 @@ std::function<int()> add_generate_command(CLI::App& app) {
                      "used with --model or --config\n";
         return 2;
       }
+      if (const std::string flag = flags->given_engine_flag(); !flag.empty()) {
+        std::cerr << "error: --endpoint sends the prompts to a running server, whose engine is "
+                     "already set up: "
+                  << flag << " cannot be used with it\n";
+        return 2;
+      }
       Status s = run_remote(*a);
       if (!s.ok()) std::cerr << "error: " << s.message() << "\n";
       return s.ok() ? 0 : 1;
