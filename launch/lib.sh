@@ -15,6 +15,17 @@ sw_note() {
   printf '%s: %s\n' "${SW_PROG:-launch}" "$*" >&2
 }
 
+# The running script's header comment (its lines 2 up to `set -euo pipefail`), for --help.
+sw_usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+
+# sw_need_value OPTION ARGC [WHAT]: dies unless OPTION (the current argument) has a value
+# after it, i.e. ARGC ($#) >= 2. WHAT says what the value is.
+sw_need_value() {
+  (($2 >= 2)) || sw_die "$1 needs ${3:-a value (see --help)}"
+}
+
 # The shardwise executable: $SHARDWISE_BIN, else <repo>/build/cli/shardwise. Sets SW_BIN to
 # an absolute path (remote hosts and Slurm jobs run it from the same path).
 sw_find_bin() {

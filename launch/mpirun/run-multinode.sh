@@ -40,10 +40,6 @@ root="$(cd "$here/../.." && pwd)"
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$root/launch/lib.sh"
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
-
-need_value() { (($2 >= 2)) || sw_die "$1 needs a value (see --help)"; }
-
 hostfile=""
 config=""
 control_endpoint="${SHARDWISE_CONTROL_ENDPOINT:-}"
@@ -53,16 +49,16 @@ mpirun_args=()
 extra_exports=()
 while (($#)); do
   case "$1" in
-    --hostfile) need_value "$1" $# && hostfile="$2" && shift 2 ;;
+    --hostfile) sw_need_value "$1" $# && hostfile="$2" && shift 2 ;;
     --hostfile=*) hostfile="${1#--hostfile=}" && shift ;;
-    --config) need_value "$1" $# && config="$2" && shift 2 ;;
+    --config) sw_need_value "$1" $# && config="$2" && shift 2 ;;
     --config=*) config="${1#--config=}" && shift ;;
-    --control-endpoint) need_value "$1" $# && control_endpoint="$2" && shift 2 ;;
-    -x) need_value "$1" $# && extra_exports+=("$2") && shift 2 ;;
-    --bind-to) need_value "$1" $# && bind_to="$2" && shift 2 ;;
-    --mpirun-arg) need_value "$1" $# && mpirun_args+=("$2") && shift 2 ;;
+    --control-endpoint) sw_need_value "$1" $# && control_endpoint="$2" && shift 2 ;;
+    -x) sw_need_value "$1" $# && extra_exports+=("$2") && shift 2 ;;
+    --bind-to) sw_need_value "$1" $# && bind_to="$2" && shift 2 ;;
+    --mpirun-arg) sw_need_value "$1" $# && mpirun_args+=("$2") && shift 2 ;;
     --dry-run) dry_run=1 && shift ;;
-    -h | --help) usage && exit 0 ;;
+    -h | --help) sw_usage && exit 0 ;;
     --) shift && break ;;
     -*) sw_die "unknown option '$1' (see --help); shardwise's own options go after the subcommand or after --" ;;
     *) break ;;

@@ -30,32 +30,18 @@ root="$(cd "$here/../.." && pwd)"
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$root/launch/lib.sh"
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
-
 config=""
 bind_to="none"
 dry_run=0
 mpirun_args=()
 while (($#)); do
   case "$1" in
-    --config)
-      (($# >= 2)) || sw_die "--config needs a file (the cluster YAML)"
-      config="$2"
-      shift 2
-      ;;
+    --config) sw_need_value "$1" $# "a file (the cluster YAML)" && config="$2" && shift 2 ;;
     --config=*) config="${1#--config=}" && shift ;;
-    --bind-to)
-      (($# >= 2)) || sw_die "--bind-to needs a value (none, core, socket, ...)"
-      bind_to="$2"
-      shift 2
-      ;;
-    --mpirun-arg)
-      (($# >= 2)) || sw_die "--mpirun-arg needs a value"
-      mpirun_args+=("$2")
-      shift 2
-      ;;
+    --bind-to) sw_need_value "$1" $# "a value (none, core, socket, ...)" && bind_to="$2" && shift 2 ;;
+    --mpirun-arg) sw_need_value "$1" $# "a value" && mpirun_args+=("$2") && shift 2 ;;
     --dry-run) dry_run=1 && shift ;;
-    -h | --help) usage && exit 0 ;;
+    -h | --help) sw_usage && exit 0 ;;
     --) shift && break ;;
     -*) sw_die "unknown option '$1' (see --help); shardwise's own options go after the subcommand or after --" ;;
     *) break ;;

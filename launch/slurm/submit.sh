@@ -38,8 +38,6 @@ root="$(cd "$here/../.." && pwd)"
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$root/launch/lib.sh"
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
-
 config=""
 launcher="${SW_LAUNCHER:-srun}"
 dry_run=0
@@ -47,20 +45,12 @@ sbatch_args=()
 shardwise_args=()
 while (($#)); do
   case "$1" in
-    --config)
-      (($# >= 2)) || sw_die "--config needs a file (the cluster YAML)"
-      config="$2"
-      shift 2
-      ;;
+    --config) sw_need_value "$1" $# "a file (the cluster YAML)" && config="$2" && shift 2 ;;
     --config=*) config="${1#--config=}" && shift ;;
-    --launcher)
-      (($# >= 2)) || sw_die "--launcher needs a value (srun or mpirun)"
-      launcher="$2"
-      shift 2
-      ;;
+    --launcher) sw_need_value "$1" $# "a value (srun or mpirun)" && launcher="$2" && shift 2 ;;
     --launcher=*) launcher="${1#--launcher=}" && shift ;;
     --dry-run) dry_run=1 && shift ;;
-    -h | --help) usage && exit 0 ;;
+    -h | --help) sw_usage && exit 0 ;;
     --)
       shift
       shardwise_args=("$@")

@@ -152,6 +152,16 @@ case "$mode" in
     expect_error "the shardwise arguments contain '--config=x.yaml'" $submit --dry-run --config $mixed \
       -- generate --config=x.yaml
     expect_error "not inside a Slurm job" env -u SLURM_JOB_ID bash launch/slurm/shardwise.sbatch
+    # An option without its value names it (lib.sh sw_need_value); --help prints the script's
+    # own header (lib.sh sw_usage) and exits 0.
+    expect_error "--config needs a file (the cluster YAML)" $run --config
+    expect_error "--bind-to needs a value (none, core, socket, ...)" $run --bind-to
+    expect_error "--launcher needs a value (srun or mpirun)" $submit --launcher
+    expect_error "--hostfile needs a value" $multi --hostfile
+    for script in $run $multi $submit; do
+      run_ok "$script --help" "$tmp/h.out" "$tmp/h.err" "$script" --help
+      expect_in "$tmp/h.out" "$(sed -n 2p "$script" | sed 's/^# //')"
+    done
     echo "every bad input refused with its message"
     ;;
   *) fail "unknown mode '$mode' (run, multinode or errors)" ;;

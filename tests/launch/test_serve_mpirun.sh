@@ -96,7 +96,8 @@ grep -q "KV transfers (failed):" "$tmp/bench.log" || fail "no KV transfer line i
 say "bench serve: 24 requests, exact lengths"
 
 # 3. SIGTERM while a benchmark is in flight: drained, exit 0.
-"$SHARDWISE_BIN" bench serve --endpoint "$E_disagg" --num-prompts 60 --request-rate 30 \
+# 120 requests at 30/s take 4 s to send; the signal comes after 1 s, so some must be refused.
+"$SHARDWISE_BIN" bench serve --endpoint "$E_disagg" --num-prompts 120 --request-rate 30 \
   --random-input-len 40 --random-output-len 24 --ignore-eos --result-filename "$tmp/drain.json" \
   >"$tmp/drain-bench.log" 2>&1 &
 bench_pid=$!
@@ -117,9 +118,10 @@ r = json.load(open(sys.argv[1]))
 reqs = r["requests"]
 done = [q for q in reqs if q["success"]]
 refused = [q for q in reqs if not q["success"]]
-# Accepted requests ran to their end; the rest were refused as the server stopped (or, sent
-# after it was gone, were never answered: none may have been cut off mid-stream).
+# Accepted requests ran to their end; the rest were refused with shutting_down (bench sends
+# nothing more after the first refusal): none may have been cut off mid-stream.
 assert done, "no request finished"
+assert refused, "no request refused: the signal came after the last send"
 for q in done:
     assert q["output_len"] == q["expected_output_len"], q
 for q in refused:
