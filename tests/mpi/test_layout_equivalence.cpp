@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "common/npy.h"
+#include "tests/unit/run_command.h"
 
 namespace sw {
 namespace {
@@ -41,22 +42,9 @@ struct Layout {
 
 void PrintTo(const Layout& l, std::ostream* os) { *os << l.name(); }
 
-struct Output {
-  int exit_code = -1;
-  std::string text;
-};
+using Output = testing_util::CommandRun;
 
-Output run(const std::string& cmd) {
-  Output o;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return o;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) o.text.append(buf.data(), n);
-  int status = pclose(p);
-  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return o;
-}
+Output run(const std::string& cmd) { return testing_util::run_command(cmd); }
 
 const std::string kPrompts = R"({"prompt_ids": [5]}
 {"prompt_ids": [11, 250, 3, 99, 42, 7, 100]}
@@ -98,7 +86,7 @@ const Output& reference(const std::string& model) {
   Output o = run(std::string(SHARDWISE_CLI) + " generate --model " + model + " --load-format " +
                  load_format(model) + common_args(dir / "prompts.jsonl") + " --dump-logits " +
                  (dir / "logits.npy").string());
-  o.text += "\n#dir " + dir.string();
+  o.out += "\n#dir " + dir.string();
   return cache.emplace(model, o).first->second;
 }
 
@@ -108,8 +96,8 @@ void expect_equals_single_process(const std::string& model, const std::string& n
                                   const std::string& cluster_yaml, int ranks_per_node = 0,
                                   const std::string& all_to_all = "flat") {
   const Output& ref = reference(model);
-  ASSERT_EQ(ref.exit_code, 0) << ref.text;
-  const fs::path ref_dir = ref.text.substr(ref.text.rfind("#dir ") + 5);
+  ASSERT_EQ(ref.exit_code, 0) << ref.out;
+  const fs::path ref_dir = ref.out.substr(ref.out.rfind("#dir ") + 5);
 
   fs::path dir = work_dir() / name;
   fs::create_directories(dir);
@@ -129,10 +117,10 @@ void expect_equals_single_process(const std::string& model, const std::string& n
                           (dir / "cluster.yaml").string() + common_args(dir / "prompts.jsonl") +
                           " --dump-logits " + (dir / "logits.npy").string();
   Output got = run(cmd);
-  ASSERT_EQ(got.exit_code, 0) << cmd << "\n" << got.text;
+  ASSERT_EQ(got.exit_code, 0) << cmd << "\n" << got.out;
 
-  auto ref_lines = json_lines(ref.text), got_lines = json_lines(got.text);
-  ASSERT_EQ(got_lines.size(), static_cast<size_t>(kNumPrompts)) << got.text;
+  auto ref_lines = json_lines(ref.out), got_lines = json_lines(got.out);
+  ASSERT_EQ(got_lines.size(), static_cast<size_t>(kNumPrompts)) << got.out;
   for (int i = 0; i < kNumPrompts; ++i) {
     SCOPED_TRACE("prompt " + std::to_string(i));
     EXPECT_EQ(nlohmann::json::parse(got_lines[i])["output_ids"],
@@ -290,13 +278,13 @@ TEST_P(PartitionedMoeMetrics, CapacityDropsAndVerboseMetricsAddUp) {
                           " generate --config " + (dir / "cluster.yaml").string() +
                           common_args(dir / "prompts.jsonl") + " --verbose";
   Output got = run(cmd);
-  ASSERT_EQ(got.exit_code, 0) << cmd << "\n" << got.text;
-  EXPECT_EQ(json_lines(got.text).size(), static_cast<size_t>(kNumPrompts));
+  ASSERT_EQ(got.exit_code, 0) << cmd << "\n" << got.out;
+  EXPECT_EQ(json_lines(got.out).size(), static_cast<size_t>(kNumPrompts));
   // 27 prompt tokens + 3 x 4 decode tokens, top-2 routing.
   const int64_t assignments = (27 + 12) * 2;
   int layers = 0;
   int64_t total_dropped = 0;
-  std::istringstream in(got.text);
+  std::istringstream in(got.out);
   for (std::string line; std::getline(in, line);) {
     if (line.rfind("moe layer ", 0) != 0) continue;
     ++layers;
@@ -310,7 +298,7 @@ TEST_P(PartitionedMoeMetrics, CapacityDropsAndVerboseMetricsAddUp) {
     EXPECT_EQ(kept + dropped, of) << line;
     total_dropped += dropped;
   }
-  EXPECT_EQ(layers, 4) << got.text;
+  EXPECT_EQ(layers, 4) << got.out;
   EXPECT_GT(total_dropped, 0) << "capacity factor 0.5 must drop assignments";
 }
 
@@ -331,14 +319,13 @@ TEST(PartitionedMoe, BadRequestIsRejectedAndTheJobEndsCleanly) {
   Output got = run(std::string(SHARDWISE_MPIEXEC) + " --allow-run-as-root --oversubscribe -np 3 " +
                    SHARDWISE_CLI + " generate --config " + (dir / "cluster.yaml").string() +
                    common_args(dir / "prompts.jsonl"));
-  EXPECT_NE(got.exit_code, 0) << got.text;
-  auto lines = json_lines(got.text);
-  ASSERT_EQ(lines.size(), 2u) << got.text;
+  EXPECT_NE(got.exit_code, 0) << got.out;
+  auto lines = json_lines(got.out);
+  ASSERT_EQ(lines.size(), 2u) << got.out;
   EXPECT_EQ(nlohmann::json::parse(lines[0])["output_ids"].size(), 5u);
   EXPECT_EQ(nlohmann::json::parse(lines[1])["finish_reason"], "error");
-  EXPECT_NE(got.text.find("token id 4096 is outside the vocabulary"), std::string::npos)
-      << got.text;
-  EXPECT_EQ(got.text.find("MPI_ABORT"), std::string::npos) << got.text;
+  EXPECT_NE(got.out.find("token id 4096 is outside the vocabulary"), std::string::npos) << got.out;
+  EXPECT_EQ(got.out.find("MPI_ABORT"), std::string::npos) << got.out;
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, LayoutTest, ::testing::ValuesIn(layouts()),

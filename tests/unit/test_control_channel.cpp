@@ -30,6 +30,12 @@ CommOptions opts(double hb = 0.05, int miss = 3) {
   return o;
 }
 
+// Waits up to 1 s for `n` workers' hellos to reach the coordinator's I/O thread.
+void wait_for_workers(ControlChannel& coord, size_t n) {
+  for (int i = 0; i < 100 && coord.live_peers().size() < n; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
 TEST(ControlMessage, EncodeDecodeRoundTrip) {
   std::string payload = PayloadWriter().u32(7).u64(1ull << 40).f64(2.5).str("step").bytes();
   std::string b = encode_message(MessageType::kCommand, 99, payload);
@@ -436,8 +442,7 @@ TEST(ControlChannel, HeartbeatsGoOnWhileTheOwnerComputes) {
   ASSERT_TRUE(coord.ok());
   auto w = ControlChannel::worker(opts(0.05, 3), (*coord)->endpoint(), "w0");
   ASSERT_TRUE(w.ok());
-  for (int i = 0; i < 100 && (*coord)->live_peers().empty(); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  wait_for_workers(**coord, 1);
   ASSERT_EQ((*coord)->live_peers(), std::vector<std::string>{"w0"});
   // Neither owner calls anything for 1 s: 6.7 grace periods of 0.15 s.
   std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -454,8 +459,7 @@ TEST(ControlChannel, ReceiveReturnsWhenAPeerIsLost) {
   {
     auto w = ControlChannel::worker(opts(0.05, 3), (*coord)->endpoint(), "w0");
     ASSERT_TRUE(w.ok());
-    for (int i = 0; i < 100 && (*coord)->live_peers().empty(); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    wait_for_workers(**coord, 1);
   }  // gone
   const auto t0 = std::chrono::steady_clock::now();
   auto m = (*coord)->receive(30.0);

@@ -6,34 +6,22 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+
+#include "tests/unit/run_command.h"
 
 namespace sw {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out;  // stdout + stderr
-};
+using CliRun = testing_util::CommandRun;
 
 // `prefix` runs before the command in the same shell (e.g. a ulimit).
 CliRun run(const std::string& args, const std::string& prefix = "") {
-  std::string cmd = prefix + " " + std::string(SHARDWISE_CLI) + " " + args + " 2>&1";
-  CliRun r;
-  FILE* p = popen(("export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1; " + cmd).c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return testing_util::run_cli(args, "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1; " + prefix);
 }
 
 // A model folder whose config.json is tiny-dense's shape with `overrides` applied.

@@ -121,8 +121,10 @@ TEST(Workload, JsonlTraceIsReplayedInOrderAndCycled) {
 }
 
 TEST(Arrivals, InfiniteRateSendsEverythingAtOnce) {
-  for (double t : arrival_offsets(10, INFINITY, 1.0, 1)) EXPECT_EQ(t, 0.0);
-  for (double t : arrival_offsets(10, 0, 1.0, 1)) EXPECT_EQ(t, 0.0);
+  for (double rate : {double(INFINITY), 0.0}) {
+    const std::vector<double> t = arrival_offsets(10, rate, 1.0, 1);
+    EXPECT_EQ(t, std::vector<double>(10, 0.0)) << rate;
+  }
 }
 
 // Gamma(k, 1 / (rate k)) gaps: mean 1/rate, variance 1 / (rate^2 k), so the squared coefficient
@@ -219,13 +221,6 @@ TEST(RunLoad, OutputLengthsAreExactAndTokensEqualTheReference) {
   EXPECT_EQ(last.done, static_cast<int64_t>(workload->size()));
   EXPECT_GE(progress_calls, 1);
   EXPECT_FALSE(sim.engine->has_unfinished());
-  // The same seed gives the same output lengths again.
-  SimEngine again;
-  EngineTarget t2(*again.engine);
-  auto second = run_load(t2, *workload, lo);
-  ASSERT_TRUE(second.ok());
-  for (size_t i = 0; i < workload->size(); ++i)
-    EXPECT_EQ(second->records[i].output_len, result->records[i].output_len);
 }
 
 TEST(RunLoad, RequestsAreSentNoEarlierThanTheirArrivals) {
