@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one shardwise subcommand on this machine under mpirun, with as many ranks as the cluster
-# file needs (`shardwise plan --print-world-size`), and passes it --config F:
+# file needs (`shardwise plan --launch-env`), and passes it --config F:
 #
 #   launch/mpirun/run.sh --config F [options] [--] <subcommand> [args...]
 #   launch/mpirun/run.sh --config launch/configs/cpu-local-mixed.yaml \
