@@ -54,6 +54,10 @@ struct RequestSpec {
 // Sampling parameters and lengths a request may carry (independent of the model): temperature
 // >= 0, 0 < top_p <= 1, top_k >= 0, max_new_tokens >= 1. The error names the field.
 Status validate_request_spec(const RequestSpec& spec);
+// validate_request_spec, and the prompt's ids inside [0, vocab_size) with prompt +
+// max_new_tokens <= max_model_len: what the engine checks on add() and what front ends check
+// on their own threads before they hand a request over.
+Status check_request_fits(const RequestSpec& spec, int64_t vocab_size, int64_t max_model_len);
 
 struct Request {
   int64_t id = 0;
@@ -86,6 +90,7 @@ struct Request {
   int64_t prefill_done_us = 0;  // wall clock when the prefill step's output was committed
 
   Clock::time_point arrival;                   // add()
+  Clock::time_point admitted;                  // first admission (queue time: from arrival)
   Clock::time_point first_token;               // the first output token was committed
   Clock::time_point finished;                  // reached a terminal state
   std::vector<Clock::time_point> token_times;  // one per output token

@@ -91,17 +91,7 @@ int64_t Scheduler::blocks_for(const Request& r, int instance) const {
 }
 
 Status Scheduler::check_fits(const RequestSpec& spec) const {
-  SW_RETURN_IF_ERROR(validate_request_spec(spec));
-  for (int32_t t : spec.prompt_ids)
-    if (t < 0 || t >= model_.vocab_size)
-      return invalid_argument("token id {} is outside the vocabulary [0, {})", t,
-                              model_.vocab_size);
-  const int64_t total = static_cast<int64_t>(spec.prompt_ids.size()) + spec.max_new_tokens;
-  if (total > options_.max_model_len)
-    return invalid_argument(
-        "prompt ({} tokens) + max_new_tokens ({}) = {} exceeds max_model_len {}",
-        spec.prompt_ids.size(), spec.max_new_tokens, total, options_.max_model_len);
-  return Status();
+  return check_request_fits(spec, model_.vocab_size, options_.max_model_len);
 }
 
 std::vector<InstanceLoad> Scheduler::loads(const Request& r) const {
@@ -186,6 +176,7 @@ void Scheduler::admit(Request& r, int group) {
   r.kv_group = group;
   r.seq_id = next_seq_id_++;
   r.num_cached = 0;
+  if (r.admitted == Clock::time_point{}) r.admitted = Clock::now();
   transition(r, RequestState::kPrefilling,
              fmt::format("{} dp group {}, sequence {}", inst.spec.name, group, r.seq_id).c_str());
 }
