@@ -1,8 +1,11 @@
-// `shardwise serve`: the engine behind a ZeroMQ endpoint (coordinator/server; wire format in
-// coordinator/serve_protocol.h and README.md). One process (--model) or a cluster under mpirun
-// or srun (--config). SIGINT/SIGTERM to the coordinator (rank 0) stop admitting, let open
-// requests finish within --drain-timeout, abort the rest, stop every worker and exit 0; a second
-// signal aborts what is open at once.
+// `shardwise serve`: the engine behind its client endpoints — the OpenAI-compatible HTTP server
+// (frontend/http_server: text in, text out, with the model folder's tokenizer and chat
+// template) and the ZeroMQ token endpoint (frontend/zmq_server; wire format in
+// coordinator/serve_protocol.h), each on its own threads, and the engine loop
+// (coordinator/engine_loop) on this one. One process (--model) or a
+// cluster under mpirun or srun (--config). SIGINT/SIGTERM to the coordinator (rank 0) stop
+// admitting, let open requests finish within --drain-timeout, abort the rest, stop every worker
+// and exit 0; a second signal aborts what is open at once.
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -13,16 +16,19 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "cli/commands.h"
 #include "cli/engine_args.h"
-#include "coordinator/server.h"
+#include "coordinator/engine_loop.h"
+#include "frontend/http_server.h"
+#include "frontend/zmq_server.h"
 
 namespace sw::cli {
 
 namespace {
 
-std::atomic<int> g_signals{0};  // 1: drain, 2: abort what is open (Server::run)
+std::atomic<int> g_signals{0};  // 1: drain, 2: abort what is open (EngineLoop::run)
 
 extern "C" void on_stop_signal(int) { g_signals.fetch_add(1); }
 
@@ -36,24 +42,51 @@ void install_stop_handlers() {
 
 struct ServeArgs {
   EngineArgs engine;
-  coordinator::ServerOptions server;
+  coordinator::EngineLoopOptions loop;
+  frontend::ZmqServerOptions zmq;
+  frontend::HttpServerOptions http;
+  bool http_flag_given = false;  // --port/--host/...: HTTP must start (a tokenizer is needed)
   std::string ready_file;
   bool no_moe_metrics = false;
 };
 
-// {"endpoint": ..., "pid": ...}, written whole (rename) once requests are taken.
+// The tokenizer for the HTTP front end: --tokenizer, else the model folder when it has a
+// tokenizer.json. Null (no HTTP) when neither, unless an HTTP flag asked for it.
+Result<std::shared_ptr<const tokenizer::Tokenizer>> load_tokenizer(
+    const ServeArgs& a, const coordinator::serve::ServerInfo& info) {
+  std::string dir = a.http.tokenizer;
+  if (dir.empty() && std::filesystem::is_regular_file(
+                         std::filesystem::path(info.model) / "tokenizer.json"))
+    dir = info.model;
+  if (dir.empty()) {
+    if (a.http_flag_given)
+      return invalid_argument(
+          "serve: the HTTP front end needs a tokenizer, and model '{}' has no tokenizer.json: "
+          "give --tokenizer DIR (a folder with tokenizer.json)",
+          info.model);
+    spdlog::warn("serve: model '{}' has no tokenizer.json and no --tokenizer was given: the "
+                 "OpenAI HTTP front end is off; the ZeroMQ token endpoint serves",
+                 info.model);
+    return std::shared_ptr<const tokenizer::Tokenizer>();
+  }
+  auto tok = tokenizer::Tokenizer::from_folder(dir);
+  if (!tok.ok()) return tok.status().with_context(fmt::format("--tokenizer {}", dir));
+  return std::shared_ptr<const tokenizer::Tokenizer>(std::move(tok).value());
+}
+
+// {"endpoint": ..., "http": ..., "pid": ...}, written whole (rename) once requests are taken.
 Status write_ready_file(const std::string& path, const std::string& endpoint,
-                        const coordinator::serve::ServerInfo& info) {
+                        const std::string& http, const coordinator::serve::ServerInfo& info) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
     if (!out) return not_found("--ready-file: cannot write '{}'", tmp);
-    out << nlohmann::json{{"endpoint", endpoint},
-                          {"pid", static_cast<int64_t>(getpid())},
-                          {"world_size", info.world_size},
-                          {"layout", info.layout()}}
-               .dump()
-        << "\n";
+    nlohmann::json j{{"endpoint", endpoint},
+                     {"pid", static_cast<int64_t>(getpid())},
+                     {"world_size", info.world_size},
+                     {"layout", info.layout()}};
+    if (!http.empty()) j["http"] = http;
+    out << j.dump() << "\n";
     if (!out) return not_found("--ready-file: cannot write '{}'", tmp);
   }
   std::error_code ec;
@@ -63,14 +96,28 @@ Status write_ready_file(const std::string& path, const std::string& endpoint,
 }
 
 int run_serve(const ServeArgs& a) {
-  std::unique_ptr<coordinator::Server> server;
+  coordinator::EngineLoop loop(a.loop);
+  std::unique_ptr<frontend::ZmqServer> server;
+  std::unique_ptr<frontend::HttpServer> http;
+  std::string http_url;
+  coordinator::serve::ServerInfo served;  // outlives the HTTP server, which refers to it
   EngineRunOptions ro;
   ro.collect_moe_metrics = !a.no_moe_metrics;
   ro.workers_ignore_signals = true;
   ro.prepare = [&](const coordinator::serve::ServerInfo& info, int block_size) -> Result<int64_t> {
     install_stop_handlers();
     // Bound before any weights load: a taken port fails in seconds, on every rank cleanly.
-    SW_ASSIGN_OR_RETURN(server, coordinator::Server::bind(a.server, info));
+    SW_ASSIGN_OR_RETURN(server, frontend::ZmqServer::bind(a.zmq, info, &loop));
+    served = info;
+    SW_ASSIGN_OR_RETURN(auto tok, load_tokenizer(a, info));
+    if (tok) {
+      SW_ASSIGN_OR_RETURN(auto tpl, frontend::load_chat_template(a.http.chat_template, *tok));
+      SW_ASSIGN_OR_RETURN(http, frontend::HttpServer::start(a.http, loop, served, tok, tpl));
+      const std::string host = http->host();
+      http_url = host.find(':') != std::string::npos
+                     ? fmt::format("http://[{}]:{}", host, http->port())
+                     : fmt::format("http://{}:{}", host, http->port());
+    }
     if (!a.engine.config.empty()) return 0;  // the cluster file sizes the cache
     // One process without --num-kv-blocks / --gpu-memory-utilization: room for max_num_seqs
     // sequences of up to 4096 tokens.
@@ -80,11 +127,34 @@ int run_serve(const ServeArgs& a) {
   return run_engine(
       a.engine, ro,
       [&](coordinator::Engine& engine, const coordinator::serve::ServerInfo& info) -> Status {
-        fmt::print(stderr, "serve: {} ({}) on {} rank(s), {}: requests on {}\n", info.model,
-                   info.model_type, info.world_size, info.layout(), server->endpoint());
+        fmt::print(stderr, "serve: {} ({}) on {} rank(s), {}: requests on {}{}\n", info.model,
+                   info.model_type, info.world_size, info.layout(), server->endpoint(),
+                   http_url.empty() ? "" : " and " + http_url);
+        // The endpoints on their own threads; this thread runs the engine loop. A front end
+        // that fails (its socket broke) starts the drain: the engine stops cleanly.
+        std::atomic<bool> stop_frontends{false};
+        Status zmq_status;
+        std::thread zmq_thread([&] {
+          zmq_status = server->run(stop_frontends);
+          if (!zmq_status.ok()) g_signals.fetch_add(1);
+        });
+        Status st;
         if (!a.ready_file.empty())
-          SW_RETURN_IF_ERROR(write_ready_file(a.ready_file, server->endpoint(), info));
-        Status st = server->run(engine, g_signals);
+          st = write_ready_file(a.ready_file, server->endpoint(), http_url, info);
+        if (!st.ok()) g_signals.fetch_add(1);
+        Status loop_status = loop.run(engine, g_signals);
+        // Drained: every request has its final event. Let the front ends send them, then close.
+        if (http) {
+          http->stop();
+          const auto deadline = coordinator::Clock::now() + std::chrono::seconds(5);
+          while (http->counters().generations_open > 0 && coordinator::Clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          http->shutdown();
+        }
+        stop_frontends = true;
+        zmq_thread.join();
+        if (st.ok()) st = loop_status;
+        if (st.ok()) st = zmq_status;
         const auto& c = server->counters();
         fmt::print(stderr,
                    "serve: stopped: {} request(s) accepted, {} completed, {} aborted by "
@@ -108,34 +178,53 @@ std::function<int()> add_serve_command(CLI::App& app) {
   auto flags = std::make_shared<EngineFlags>(
       s, &a->engine,
       "KV cache blocks (0 = on cpu, room for max-num-seqs sequences of up to 4096 tokens)");
-  s->add_option("--endpoint", a->server.endpoint,
+  s->add_option("--endpoint", a->zmq.endpoint,
                 "Where clients connect: tcp://HOST:PORT (PORT * = any free port; see "
                 "--ready-file) or ipc://PATH")
       ->capture_default_str();
   s->add_option("--ready-file", a->ready_file,
                 "Once requests are taken, write {\"endpoint\", \"pid\", ...} here as JSON "
                 "(removed at exit)");
-  s->add_option("--drain-timeout", a->server.drain_timeout_s,
+  s->add_option("--drain-timeout", a->loop.drain_timeout_s,
                 "Seconds open requests may run on after SIGINT/SIGTERM before they are aborted")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  s->add_option("--heartbeat-interval", a->server.heartbeat_s,
+  s->add_option("--heartbeat-interval", a->zmq.heartbeat_s,
                 "Seconds between heartbeats to clients with open requests (how a vanished "
                 "client is found)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  s->add_option("--max-frame-bytes", a->server.max_frame_bytes,
-                "Larger request frames get a too_large error")
+  s->add_option("--max-frame-bytes", a->zmq.max_frame_bytes,
+                "Larger request frames are dropped with their sender's connection, unread")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
-  s->add_option("--max-open-requests", a->server.max_open_requests,
+  s->add_option("--max-open-requests", a->loop.max_open_requests,
                 "More open requests get an overloaded error")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  // The OpenAI HTTP front end: vLLM's flag names.
+  const std::vector<CLI::Option*> http_flags = {
+      s->add_option("--host", a->http.host, "HTTP: address to listen on")->capture_default_str(),
+      s->add_option("--port", a->http.port, "HTTP: port (0 = any free port; see --ready-file)")
+          ->capture_default_str()
+          ->check(CLI::Range(0, 65535)),
+      s->add_option("--api-key", a->http.api_key,
+                    "HTTP: a Bearer key every route but /health requires"),
+      s->add_option("--served-model-name", a->http.served_model_names,
+                    "HTTP: the model name(s) clients use; the first is reported (default: the "
+                    "model path)"),
+      s->add_option("--tokenizer", a->http.tokenizer,
+                    "HTTP: folder with tokenizer.json (+ tokenizer_config.json, "
+                    "generation_config.json); default: the model folder"),
+      s->add_option("--chat-template", a->http.chat_template,
+                    "HTTP: a Jinja2 chat template file (or the template text) instead of the "
+                    "tokenizer's"),
+  };
   s->add_flag("--no-moe-metrics", a->no_moe_metrics,
               "Do not count MoE routing per layer (saves a device sync per MoE layer per step)");
-  return [a, flags]() {
+  return [a, flags, http_flags]() {
     if (!flags->check(std::cerr)) return 2;
+    for (const CLI::Option* o : http_flags) a->http_flag_given |= o->count() > 0;
     return run_serve(*a);
   };
 }

@@ -82,17 +82,23 @@ Result<ClientMessage> parse_generate(const json& j, const std::string& id) {
 }  // namespace
 
 Result<ClientMessage> parse_client_message(std::string_view frame, ProtocolError* error) {
+  json j = json::parse(frame.begin(), frame.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) j = nullptr;  // not an object: refused below
+  return parse_client_message(j, frame.size(), error);
+}
+
+Result<ClientMessage> parse_client_message(const json& j, size_t frame_bytes,
+                                           ProtocolError* error) {
   *error = ProtocolError{};
   auto fail = [&](const char* code, std::string message) -> Status {
     error->code = code;
     error->message = std::move(message);
     return invalid_argument("{}", error->message);
   };
-  json j = json::parse(frame.begin(), frame.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object())
+  if (!j.is_object())
     return fail(kBadFrame, fmt::format("a message is one JSON object per frame; got {} bytes "
                                        "that are not",
-                                       frame.size()));
+                                       frame_bytes));
   // The id first, so that every later error names the request.
   if (j.contains("id")) {
     const json& id = j["id"];

@@ -66,6 +66,10 @@ inline constexpr const char* kServerError = "server_error";
 // Parses one client frame. Unknown keys, values of the wrong type or out of range are errors
 // naming the key; sampling values the engine would refuse are left to Engine::add.
 Result<ClientMessage> parse_client_message(std::string_view frame, ProtocolError* error);
+// The same from a parsed frame (the server parses with bounded depth and no duplicate keys
+// first); `frame_bytes` for the message when it is no object.
+Result<ClientMessage> parse_client_message(const nlohmann::json& frame, size_t frame_bytes,
+                                           ProtocolError* error);
 
 std::string encode_generate(const GenerateRequest& r);
 std::string encode_abort(const std::string& id);

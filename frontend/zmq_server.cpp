@@ -1,24 +1,33 @@
-// The serve loop: ROUTER in, Engine, token streams out (see server.h).
-#include "coordinator/server.h"
+// The ZeroMQ endpoint's thread: ROUTER in, ready requests to the engine loop, its events back
+// out as token streams (see zmq_server.h).
+#include "frontend/zmq_server.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <iterator>
-#include <nlohmann/json.hpp>
 #include <zmq_addon.hpp>
 
 #include "comm/options.h"
 #include "common/limits.h"
 #include "common/logging.h"
+#include "frontend/json_limits.h"
 
-namespace sw::coordinator {
+namespace sw::frontend {
 
 namespace {
 
+namespace serve = coordinator::serve;
+using coordinator::FinishReason;
+using coordinator::RequestUpdate;
 using serve::ProtocolError;
+
+// Deeper than any request of the wire format needs (it nests 2 levels).
+constexpr int kMaxJsonDepth = 16;
 
 Status check_endpoint(const std::string& e) {
   if (e.rfind("tcp://", 0) == 0 || e.rfind("ipc://", 0) == 0) return Status();
@@ -42,30 +51,37 @@ std::string describe_peer(const std::string& routing_id, const std::string& addr
                          : fmt::format("client {} from {}", hex, address);
 }
 
-Server::Server(const ServerOptions& options, serve::ServerInfo info)
-    : options_(options), info_(std::move(info)), socket_(context_, zmq::socket_type::router) {}
+ZmqServer::ZmqServer(const ZmqServerOptions& options, serve::ServerInfo info,
+                     coordinator::EngineLoop* loop)
+    : options_(options),
+      info_(std::move(info)),
+      loop_(loop),
+      socket_(context_, zmq::socket_type::router),
+      inbox_(std::make_shared<Inbox>()) {}
 
-Server::~Server() = default;
+ZmqServer::~ZmqServer() {
+  if (inbox_->event_fd >= 0) ::close(inbox_->event_fd);
+}
 
-Result<std::unique_ptr<Server>> Server::bind(const ServerOptions& options, serve::ServerInfo info) {
+Result<std::unique_ptr<ZmqServer>> ZmqServer::bind(const ZmqServerOptions& options,
+                                                   serve::ServerInfo info,
+                                                   coordinator::EngineLoop* loop) {
   SW_RETURN_IF_ERROR(check_endpoint(options.endpoint));
-  const auto seconds_ok = [](double s, double min) {
-    return s >= min && s <= limits::kMaxTimeoutS;
-  };
-  if (!seconds_ok(options.heartbeat_s, 1e-3) || !seconds_ok(options.drain_timeout_s, 0) ||
-      options.max_frame_bytes < 1 || options.max_open_requests < 1 || options.send_hwm < 1)
+  if (!(options.heartbeat_s >= 1e-3 && options.heartbeat_s <= limits::kMaxTimeoutS) ||
+      options.max_frame_bytes < 1 || options.send_hwm < 1)
     return invalid_argument(
-        "serve: heartbeat ({} s) must be in [0.001, {:g}] s, drain timeout ({} s) in [0, {:g}] "
-        "s, frame limit ({}), open request limit ({}) and send queue ({}) >= 1",
-        options.heartbeat_s, limits::kMaxTimeoutS, options.drain_timeout_s, limits::kMaxTimeoutS,
-        options.max_frame_bytes, options.max_open_requests, options.send_hwm);
-  std::unique_ptr<Server> s(new Server(options, std::move(info)));
+        "serve: heartbeat ({} s) must be in [0.001, {:g}] s, frame limit ({}) and send queue "
+        "({}) >= 1",
+        options.heartbeat_s, limits::kMaxTimeoutS, options.max_frame_bytes, options.send_hwm);
+  std::unique_ptr<ZmqServer> s(new ZmqServer(options, std::move(info), loop));
+  s->inbox_->event_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (s->inbox_->event_fd < 0)
+    return unavailable("serve: eventfd: {}", std::strerror(errno));
   try {
     s->socket_.set(zmq::sockopt::router_mandatory, 1);  // a send to a gone client fails
     s->socket_.set(zmq::sockopt::linger, 0);
     s->socket_.set(zmq::sockopt::sndhwm, options.send_hwm);
-    s->socket_.set(zmq::sockopt::maxmsgsize,
-                   std::max(options.hard_frame_bytes, options.max_frame_bytes + 4096));
+    s->socket_.set(zmq::sockopt::maxmsgsize, options.max_frame_bytes);
     s->socket_.bind(options.endpoint);
     s->endpoint_ = s->socket_.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
@@ -78,62 +94,39 @@ Result<std::unique_ptr<Server>> Server::bind(const ServerOptions& options, serve
   return s;
 }
 
-int64_t Server::engine_id(const std::string& client_request_id) const {
-  for (const auto& [eid, o] : open_)
-    if (o.id == client_request_id) return eid;
-  return -1;
+uint64_t ZmqServer::ticket(const std::string& client_request_id) const {
+  for (const auto& [t, o] : open_)
+    if (o.id == client_request_id) return t;
+  return 0;
 }
 
-Status Server::run(Engine& engine, const std::atomic<int>& stop) {
-  bool aborted = false;
-  while (!drained(engine)) {
-    const int level = stop.load();
-    if (level >= 1) begin_drain();
-    if (level >= 2 && !aborted) {
-      aborted = true;
-      abort_open(engine, "server stopped by a second signal");
-    }
-    SW_RETURN_IF_ERROR(run_once(engine, 0.05));
-  }
+Status ZmqServer::run(const std::atomic<bool>& stop) {
+  while (!stop.load()) SW_RETURN_IF_ERROR(run_once(0.05));
+  take_events();  // the engine loop has drained: its last events go out
   return Status();
 }
 
-void Server::begin_drain() {
-  if (draining_) return;
-  draining_ = true;
-  drain_deadline_ = Clock::now() + comm::steady_seconds(options_.drain_timeout_s);
-  spdlog::warn("serve: stopping: {} open request(s) get {:.0f} s to finish; new ones are refused",
-               open_.size(), options_.drain_timeout_s);
-}
-
-Status Server::run_once(Engine& engine, double max_wait_s) {
-  const bool active = engine.has_unfinished() || engine.busy();
-  SW_RETURN_IF_ERROR(receive(engine, active ? 0.0 : max_wait_s));
-  // Stepped even when idle: that keeps the workers' heartbeats going and notices a lost one.
-  // A short wait for a step: new requests are read again within 2 ms.
-  const bool work = engine.has_unfinished() || engine.busy();
-  SW_ASSIGN_OR_RETURN(auto outputs, engine.step(work ? 0.002 : 0.0));
-  deliver(engine, outputs);
-  if (draining_ && !open_.empty() && Clock::now() >= drain_deadline_)
-    abort_open(engine, fmt::format("server shutting down: not finished within the {:.0f} s drain "
-                                   "timeout",
-                                   options_.drain_timeout_s));
-  heartbeats(engine);
-  return Status();
-}
-
-Status Server::receive(Engine& engine, double max_wait_s) {
-  zmq::pollitem_t item{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
+Status ZmqServer::run_once(double max_wait_s) {
+  zmq::pollitem_t items[2] = {{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0},
+                              {nullptr, inbox_->event_fd, ZMQ_POLLIN, 0}};
   try {
-    const int rc = zmq::poll(
-        &item, 1,
-        std::chrono::milliseconds(static_cast<int64_t>(std::max(0.0, max_wait_s) * 1000.0)));
-    if (rc <= 0) return Status();
+    zmq::poll(items, 2,
+              std::chrono::milliseconds(static_cast<int64_t>(std::max(0.0, max_wait_s) * 1000.0)));
   } catch (const zmq::error_t& e) {
-    if (e.num() == EINTR) return Status();  // SIGTERM: the caller starts the drain
-    return unavailable("serve: poll on {}: {}", endpoint_, e.what());
+    if (e.num() != EINTR) return unavailable("serve: poll on {}: {}", endpoint_, e.what());
   }
-  // A bounded batch per turn, so a flood of frames cannot starve the engine.
+  uint64_t count = 0;
+  if (::read(inbox_->event_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+    return unavailable("serve: reading the engine's event fd: {}", std::strerror(errno));
+  take_events();
+  SW_RETURN_IF_ERROR(receive((items[0].revents & ZMQ_POLLIN) != 0));
+  heartbeats();
+  return Status();
+}
+
+Status ZmqServer::receive(bool have_frames) {
+  if (!have_frames) return Status();
+  // A bounded batch per turn, so a flood of frames cannot starve the engine's events.
   for (int n = 0; n < 4096; ++n) {
     std::vector<zmq::message_t> frames;
     std::optional<size_t> got;
@@ -155,72 +148,72 @@ Status Server::receive(Engine& engine, double max_wait_s) {
     if (frames.size() != 2 && !envelope) {
       auto [it, is_new] = clients_.try_emplace(routing_id);
       if (is_new) it->second.peer = describe_peer(routing_id, address);
-      reject(engine, routing_id,
-             ProtocolError{serve::kBadFrame,
-                           fmt::format("a message is one frame of JSON (optionally after an "
-                                       "empty delimiter frame); got {} frames",
-                                       frames.size() - 1),
-                           ""});
+      reject(routing_id, ProtocolError{serve::kBadFrame,
+                                       fmt::format("a message is one frame of JSON (optionally "
+                                                   "after an empty delimiter frame); got {} frames",
+                                                   frames.size() - 1),
+                                       ""});
       forget_if_idle(routing_id);
       continue;
     }
     const zmq::message_t& payload = frames.back();
-    handle(engine, routing_id, envelope,
+    handle(routing_id, envelope,
            std::string_view(static_cast<const char*>(payload.data()), payload.size()), address);
   }
   return Status();
 }
 
-void Server::handle(Engine& engine, const std::string& routing_id, bool envelope,
-                    std::string_view frame, const std::string& address) {
-  handle_message(engine, routing_id, envelope, frame, address);
+void ZmqServer::handle(const std::string& routing_id, bool envelope, std::string_view frame,
+                       const std::string& address) {
+  handle_message(routing_id, envelope, frame, address);
   forget_if_idle(routing_id);  // only clients with open requests are kept
 }
 
-void Server::handle_message(Engine& engine, const std::string& routing_id, bool envelope,
-                            std::string_view frame, const std::string& address) {
+void ZmqServer::handle_message(const std::string& routing_id, bool envelope,
+                               std::string_view frame, const std::string& address) {
   auto [it, is_new] = clients_.try_emplace(routing_id);
   Client& client = it->second;
   if (is_new) client.peer = describe_peer(routing_id, address);
   client.envelope = envelope;
-  if (static_cast<int64_t>(frame.size()) > options_.max_frame_bytes) {
-    reject(engine, routing_id,
-           ProtocolError{serve::kTooLarge,
-                         fmt::format("frame of {} bytes exceeds the server's limit of {} bytes",
-                                     frame.size(), options_.max_frame_bytes),
-                         ""});
+  // Depth-bounded, duplicate keys refused: a hostile frame costs this thread one linear pass
+  // and is never half-read into a request.
+  auto doc = parse_json_bounded(frame, kMaxJsonDepth, /*reject_duplicate_keys=*/true);
+  if (!doc.ok()) {
+    reject(routing_id, ProtocolError{serve::kBadFrame,
+                                     fmt::format("a message is one JSON object per frame: {}",
+                                                 doc.status().message()),
+                                     ""});
     return;
   }
   ProtocolError err;
-  auto parsed = serve::parse_client_message(frame, &err);
+  auto parsed = serve::parse_client_message(*doc, frame.size(), &err);
   if (!parsed.ok()) {
-    reject(engine, routing_id, err);
+    reject(routing_id, err);
     return;
   }
   serve::ClientMessage& m = *parsed;
   switch (m.type) {
     case serve::ClientMessageType::kPing:
-      send(engine, routing_id, serve::encode_simple(serve::ServerMessageType::kPong));
+      send(routing_id, serve::encode_simple(serve::ServerMessageType::kPong));
       return;
     case serve::ClientMessageType::kInfo:
-      send(engine, routing_id, serve::encode_info(info_));
+      send(routing_id, serve::encode_info(info_));
       return;
     case serve::ClientMessageType::kStats:
-      send(engine, routing_id, serve::encode_stats(serve::engine_stats(engine)));
+      send(routing_id, serve::encode_stats(loop_->snapshot().stats));
       return;
     case serve::ClientMessageType::kAbort: {
       auto o = client.open.find(m.id);
       if (o == client.open.end()) {
-        reject(
-            engine, routing_id,
-            ProtocolError{serve::kUnknownId,
-                          fmt::format("abort: no open request '{}' from this client", m.id), m.id});
+        reject(routing_id,
+               ProtocolError{serve::kUnknownId,
+                             fmt::format("abort: no open request '{}' from this client", m.id),
+                             m.id});
         return;
       }
-      const int64_t eid = o->second;
-      (void)engine.abort(eid);
+      // Its done message (finish_reason abort) follows once the engine loop has ended it.
+      loop_->abort(o->second, "aborted by the client");
       ++counters_.aborted;
-      finish(engine, eid);
       return;
     }
     case serve::ClientMessageType::kGenerate: break;
@@ -229,78 +222,98 @@ void Server::handle_message(Engine& engine, const std::string& routing_id, bool 
   // A REQ socket takes one reply per request: the done message with every token, no
   // heartbeats (a REQ client cannot be told apart from a vanished one while it waits).
   if (client.envelope) g.stream = false;
-  if (draining_) {
-    reject(engine, routing_id,
-           ProtocolError{serve::kShuttingDown, "the server is shutting down", g.id});
-    return;
-  }
-  if (static_cast<int64_t>(open_.size()) >= options_.max_open_requests) {
-    reject(
-        engine, routing_id,
-        ProtocolError{serve::kOverloaded,
-                      fmt::format("{} requests are open, the server's limit", open_.size()), g.id});
+  if (loop_->draining()) {
+    reject(routing_id, ProtocolError{serve::kShuttingDown, "the server is shutting down", g.id});
     return;
   }
   if (g.id.empty()) {
     do g.id = fmt::format("req-{}", next_auto_id_++);
     while (client.open.count(g.id));
   } else if (client.open.count(g.id)) {
-    reject(engine, routing_id,
+    reject(routing_id,
            ProtocolError{serve::kDuplicateId,
                          fmt::format("request '{}' is already open on this client", g.id), g.id});
     return;
   }
-  auto added = engine.add(std::move(g.spec));
-  if (!added.ok()) {
-    reject(engine, routing_id,
-           ProtocolError{serve::kInvalidRequest, added.status().message(), g.id});
+  // Checked here, on this thread: the engine only gets requests that can run.
+  if (Status st = coordinator::check_request_fits(g.spec, info_.vocab_size, info_.max_model_len);
+      !st.ok()) {
+    reject(routing_id, ProtocolError{serve::kInvalidRequest, st.message(), g.id});
     return;
   }
-  ++counters_.accepted;
-  client.open[g.id] = *added;
-  open_[*added] = Open{routing_id, g.id, g.stream, 0};
-  spdlog::debug("serve: {} request '{}' is engine request {}", client.peer, g.id, *added);
-}
-
-void Server::deliver(Engine& engine, const std::vector<RequestOutput>& outputs) {
-  for (const RequestOutput& out : outputs) {
-    auto it = open_.find(out.id);
-    if (it == open_.end()) continue;  // its client is gone (aborted, released)
-    Open& o = it->second;
-    if (o.stream && !out.new_tokens.empty()) {
-      const std::string routing_id = o.routing_id;  // `o` goes if the client is dropped
-      const std::string msg = serve::encode_tokens(o.id, out.new_tokens, o.num_sent);
-      o.num_sent += static_cast<int64_t>(out.new_tokens.size());
-      if (!send(engine, routing_id, msg)) continue;
+  std::weak_ptr<Inbox> weak = inbox_;
+  const uint64_t ticket = loop_->submit(std::move(g.spec), [weak](RequestUpdate&& e) {
+    auto inbox = weak.lock();
+    if (!inbox) return;
+    {
+      std::lock_guard<std::mutex> lock(inbox->mu);
+      inbox->events.emplace_back(e.ticket, std::move(e));
     }
-    if (out.finished()) finish(engine, out.id);
-  }
+    const uint64_t one = 1;
+    (void)!::write(inbox->event_fd, &one, sizeof(one));
+  });
+  client.open[g.id] = ticket;
+  Open o;
+  o.routing_id = routing_id;
+  o.id = g.id;
+  o.stream = g.stream;
+  open_.emplace(ticket, std::move(o));
+  spdlog::debug("serve: {} request '{}' is ticket {}", client.peer, g.id, ticket);
 }
 
-void Server::finish(Engine& engine, int64_t engine_id) {
-  auto it = open_.find(engine_id);
-  if (it == open_.end()) return;
-  const Open o = it->second;
+void ZmqServer::take_events() {
+  std::deque<std::pair<uint64_t, RequestUpdate>> events;
+  {
+    std::lock_guard<std::mutex> lock(inbox_->mu);
+    events.swap(inbox_->events);
+  }
+  for (auto& [ticket, e] : events) on_event(ticket, std::move(e));
+}
+
+void ZmqServer::on_event(uint64_t ticket, RequestUpdate&& e) {
+  auto it = open_.find(ticket);
+  if (it == open_.end()) return;  // its client is gone
+  Open& o = it->second;
+  const std::string routing_id = o.routing_id;  // `o` goes if the client is dropped
+  if (e.rejected || e.unavailable) {
+    const std::string id = o.id;
+    open_.erase(it);
+    if (auto c = clients_.find(routing_id); c != clients_.end()) c->second.open.erase(id);
+    const char* code = e.rejected           ? serve::kInvalidRequest
+                       : loop_->draining() ? serve::kShuttingDown
+                                           : serve::kOverloaded;
+    reject(routing_id, ProtocolError{code, e.error, id});
+    forget_if_idle(routing_id);
+    return;
+  }
+  if (!o.counted) {
+    o.counted = true;
+    ++counters_.accepted;
+  }
+  if (!e.new_tokens.empty()) {
+    o.tokens.insert(o.tokens.end(), e.new_tokens.begin(), e.new_tokens.end());
+    if (o.stream) {
+      const std::string msg = serve::encode_tokens(o.id, e.new_tokens, o.num_sent);
+      o.num_sent += static_cast<int64_t>(e.new_tokens.size());
+      if (!send(routing_id, msg)) return;
+    }
+  }
+  if (!e.finished) return;
+  const Open done = std::move(o);
   open_.erase(it);
-  auto c = clients_.find(o.routing_id);
-  if (c != clients_.end()) c->second.open.erase(o.id);
-  const Request* r = engine.request(engine_id);
-  if (r) {
-    const serve::RequestSummary s = serve::summarize(*r);
-    ++counters_.completed;
-    send(engine, o.routing_id, serve::encode_done(o.id, s, o.stream ? nullptr : &r->output_ids));
-  }
-  engine.release(engine_id);
-  forget_if_idle(o.routing_id);
+  if (auto c = clients_.find(routing_id); c != clients_.end()) c->second.open.erase(done.id);
+  ++counters_.completed;
+  send(routing_id, serve::encode_done(done.id, e.summary, done.stream ? nullptr : &done.tokens));
+  forget_if_idle(routing_id);
 }
 
-bool Server::send(Engine& engine, const std::string& routing_id, const std::string& payload) {
+bool ZmqServer::send(const std::string& routing_id, const std::string& payload) {
   auto c = clients_.find(routing_id);
   if (c == clients_.end()) return false;
   std::string why;
   try {
     // With ROUTER_MANDATORY a full queue refuses the first frame (EAGAIN with dontwait, else a
-    // send that blocks the loop until the client reads); the rest of an accepted message
+    // send that blocks the thread until the client reads); the rest of an accepted message
     // always goes.
     constexpr auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
     if (socket_.send(zmq::buffer(routing_id), more)) {
@@ -313,11 +326,11 @@ bool Server::send(Engine& engine, const std::string& routing_id, const std::stri
   } catch (const zmq::error_t& e) {
     why = e.num() == EHOSTUNREACH ? "disconnected" : fmt::format("send failed: {}", e.what());
   }
-  drop_client(engine, routing_id, why);
+  drop_client(routing_id, why);
   return false;
 }
 
-void Server::reject(Engine& engine, const std::string& routing_id, const ProtocolError& e) {
+void ZmqServer::reject(const std::string& routing_id, const ProtocolError& e) {
   ++counters_.rejected;
   // The first 100 refusals, then one in 1000: a client sending garbage cannot flood the log.
   // The id and message may quote the client's bytes: escaped (printable), on one line.
@@ -328,10 +341,10 @@ void Server::reject(Engine& engine, const std::string& routing_id, const Protoco
                  e.id.empty() ? "" : fmt::format(" request '{}'", printable(e.id)), e.code,
                  printable(e.message), counters_.rejected);
   }
-  send(engine, routing_id, serve::encode_error(e));
+  send(routing_id, serve::encode_error(e));
 }
 
-void Server::drop_client(Engine& engine, const std::string& routing_id, const std::string& why) {
+void ZmqServer::drop_client(const std::string& routing_id, const std::string& why) {
   auto c = clients_.find(routing_id);
   if (c == clients_.end()) return;
   const size_t n = c->second.open.size();
@@ -339,26 +352,15 @@ void Server::drop_client(Engine& engine, const std::string& routing_id, const st
     ++counters_.disconnects;
     spdlog::warn("serve: {} {}: aborting its {} open request(s)", c->second.peer, why, n);
   }
-  for (const auto& [id, eid] : c->second.open) {
-    (void)engine.abort(eid);
-    engine.release(eid);
-    open_.erase(eid);
+  for (const auto& [id, ticket] : c->second.open) {
+    loop_->abort(ticket, fmt::format("its client {}", why));
+    open_.erase(ticket);
     ++counters_.dropped_requests;
   }
   clients_.erase(c);
 }
 
-void Server::abort_open(Engine& engine, const std::string& why) {
-  spdlog::warn("serve: aborting {} open request(s): {}", open_.size(), why);
-  std::vector<int64_t> ids;
-  for (const auto& [eid, o] : open_) ids.push_back(eid);
-  for (int64_t eid : ids) {
-    (void)engine.abort(eid);
-    finish(engine, eid);
-  }
-}
-
-void Server::heartbeats(Engine& engine) {
+void ZmqServer::heartbeats() {
   const auto now = Clock::now();
   if (now < next_heartbeat_) return;
   const auto period = comm::steady_seconds(options_.heartbeat_s);
@@ -367,12 +369,12 @@ void Server::heartbeats(Engine& engine) {
   for (const auto& [rid, c] : clients_)
     if (!c.open.empty() && !c.envelope && now - c.last_sent >= period) due.push_back(rid);
   const std::string beat = serve::encode_simple(serve::ServerMessageType::kHeartbeat);
-  for (const auto& rid : due) send(engine, rid, beat);
+  for (const auto& rid : due) send(rid, beat);
 }
 
-void Server::forget_if_idle(const std::string& routing_id) {
+void ZmqServer::forget_if_idle(const std::string& routing_id) {
   auto c = clients_.find(routing_id);
   if (c != clients_.end() && c->second.open.empty()) clients_.erase(c);
 }
 
-}  // namespace sw::coordinator
+}  // namespace sw::frontend

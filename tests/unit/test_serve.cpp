@@ -1,7 +1,7 @@
-// `shardwise serve`'s front end over real ZeroMQ sockets (loopback, ephemeral port): a Server in
-// front of an Engine of SimulatedExecutors (a fake model whose tokens are computed here without
-// any scheduler), driven turn by turn from this thread so every request can be caught in each
-// state. Streams must equal the reference chain; every bad frame gets an error reply while the
+// `shardwise serve`'s ZeroMQ endpoint over real ZeroMQ sockets (loopback, ephemeral port): a
+// ZmqServer in front of an EngineLoop over an Engine of SimulatedExecutors (a fake model whose
+// tokens are computed here without any scheduler), both driven turn by turn from this thread
+// (in `serve` each has its own) so every request can be caught in each state. Streams must equal the reference chain; every bad frame gets an error reply while the
 // others are served; an abort or a vanished client frees the request's blocks in every state
 // (queued, prefilling, transferring, decoding); a drain refuses new work and ends with nothing
 // open. The C++ client (ServeClient) is tested against the same server.
@@ -15,12 +15,15 @@
 
 #include "coordinator/engine.h"
 #include "coordinator/serve_client.h"
-#include "coordinator/server.h"
+#include "coordinator/engine_loop.h"
+#include "frontend/zmq_server.h"
 #include "sim_engine_util.h"
 
 namespace sw::coordinator {
 namespace {
 
+using frontend::ZmqServer;
+using frontend::ZmqServerOptions;
 using nlohmann::json;
 
 InstanceSpec spec(InstanceRole role, int64_t blocks, int pool) {
@@ -35,15 +38,18 @@ InstanceSpec spec(InstanceRole role, int64_t blocks, int pool) {
   return s;
 }
 
-// An engine of simulated instances behind a bound Server.
+// An engine of simulated instances behind an engine loop and a bound ZmqServer.
 struct Fixture {
   SimulatedModel model = hashed_model();
   SimulatedKvNetwork network;
   std::unique_ptr<Engine> engine;
-  std::unique_ptr<Server> server;
+  std::unique_ptr<EngineLoop> loop;
+  std::unique_ptr<ZmqServer> server;
 
-  explicit Fixture(bool disaggregated = false, SchedulerOptions so = {}, ServerOptions sv = {},
-                   int64_t blocks = 256, SimulatedTiming timing = {}) {
+  explicit Fixture(bool disaggregated = false, SchedulerOptions so = {},
+                   ZmqServerOptions sv = {}, int64_t blocks = 256, SimulatedTiming timing = {},
+                   EngineLoopOptions lo = {}) {
+    loop = std::make_unique<EngineLoop>(lo);
     EngineOptions eo;
     eo.scheduler = so;
     engine = std::make_unique<Engine>(fake_model(), eo);
@@ -61,13 +67,19 @@ struct Fixture {
     info.model = "fake";
     info.vocab_size = kVocab;
     info.max_model_len = 4096;
-    auto bound = Server::bind(sv, info);
+    auto bound = ZmqServer::bind(sv, info, loop.get());
     EXPECT_TRUE(bound.ok()) << bound.status().to_string();
     server = std::move(bound).value();
   }
   void turn() {
-    Status st = server->run_once(*engine, 0.002);
+    Status st = loop->run_once(*engine, 0.002);
     ASSERT_TRUE(st.ok()) << st.to_string();
+    st = server->run_once(0);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+  }
+  // The engine id of the open request a client named `client_id`, or -1.
+  int64_t engine_id(const std::string& client_id) const {
+    return loop->engine_id(server->ticket(client_id));
   }
   // Server turns until `done()` (false after `timeout_s`).
   bool run_until(const std::function<bool()>& done, double timeout_s = 10) {
@@ -230,9 +242,13 @@ TEST(Serve, EveryBadFrameGetsAnErrorReplyWhileAGoodRequestIsServed) {
       {"[1, 2, 3]", "bad_frame", "JSON object"},
       {"", "bad_frame", "JSON"},
       {json{{"v", 1}, {"type", "abort"}, {"id", "nobody"}}.dump(), "unknown_id", "nobody"},
+      // Duplicate keys are refused, not resolved to one of them; nesting is bounded.
+      {R"({"v": 1, "type": "ping", "type": "info"})", "bad_frame", "duplicate key \"type\""},
+      {R"({"v": 1, "type": "generate", "x": )" + std::string(100000, '[') +
+           std::string(100000, ']') + "}",
+       "bad_frame", "nested deeper"},
       {json{{"v", 1}, {"type", "generate"}, {"id", std::string(300, 'x')}}.dump(),
        "invalid_request", "id"},
-      {std::string(100 << 20, ' '), "too_large", "exceeds"},
   };
   for (const Case& c : cases) bad.send(c.frame);
   // Two frames in one message.
@@ -274,6 +290,35 @@ TEST(Serve, EveryBadFrameGetsAnErrorReplyWhileAGoodRequestIsServed) {
   EXPECT_TRUE(f.all_free());
 }
 
+// A frame over max_frame_bytes is never buffered: ZeroMQ drops it with its sender's connection
+// (no reply can reach a peer whose connection is gone), and everyone else is served on.
+TEST(Serve, AFrameOverTheLimitDropsItsSenderAndNothingElse) {
+  ZmqServerOptions sv;
+  sv.max_frame_bytes = 4096;
+  Fixture f(false, {}, sv);
+  RawClient big(f.server->endpoint()), good(f.server->endpoint());
+  json g = generate("big", prompt(4), 4);
+  g["pad"] = std::string(8192, 'x');
+  big.send(g);
+  good.send(generate("good", prompt(9), 12));
+  serve_until_ended(f, good, {"good"});
+  EXPECT_EQ(good.streamed("good"), expected_tokens(f.model, prompt(9), 12));
+  for (int i = 0; i < 50; ++i) f.turn();
+  big.read_all();
+  EXPECT_TRUE(big.inbox.empty()) << big.inbox.size() << " replies to a dropped connection";
+  EXPECT_EQ(f.server->counters().accepted, 1);
+  // Exactly at the limit is still served.
+  RawClient edge(f.server->endpoint());
+  json e = generate("edge", prompt(3), 2);
+  e["pad"] = "";
+  const size_t base = e.dump().size();
+  e["pad"] = std::string(4096 - base, 'y');
+  ASSERT_EQ(e.dump().size(), 4096u);
+  edge.send(e);
+  serve_until_ended(f, edge, {"edge"});
+  EXPECT_EQ(edge.about("edge").back()["type"], "error") << "pad is an unknown key";
+}
+
 enum class Target { kQueued, kPrefilling, kTransferring, kDecoding };
 enum class How { kAbortMessage, kDisconnect };
 
@@ -292,7 +337,7 @@ TEST_P(ServeAbort, FreesEverythingInEveryState) {
   so.max_num_batched_tokens = 8;  // a 64-token prompt prefills over 8 steps
   so.max_num_seqs = c.target == Target::kQueued ? 1 : 16;
   so.kv_transfer_timeout_s = 600;
-  ServerOptions sv;
+  ZmqServerOptions sv;
   sv.heartbeat_s = 0.02;
   // 1 ms steps: a vanished client is noticed long before its 500 tokens are done.
   Fixture f(c.target == Target::kTransferring, so, sv, 1024, SimulatedTiming{0.001, 0});
@@ -301,7 +346,7 @@ TEST_P(ServeAbort, FreesEverythingInEveryState) {
   RawClient client(f.server->endpoint());
   if (c.target == Target::kQueued) {  // admitted before the target is sent
     keeper.send(generate("blocker", prompt(64, 9), 500));
-    ASSERT_TRUE(f.run_until([&] { return f.server->engine_id("blocker") >= 0; }));
+    ASSERT_TRUE(f.run_until([&] { return f.engine_id("blocker") >= 0; }));
   }
   const int64_t max_tokens = c.target == Target::kTransferring ? 5 : 500;
   client.send(generate("t", prompt(c.target == Target::kPrefilling ? 64 : 12), max_tokens));
@@ -312,7 +357,7 @@ TEST_P(ServeAbort, FreesEverythingInEveryState) {
   int64_t eid = -1;
   ASSERT_TRUE(f.run_until([&] {
     client.read_all();
-    eid = f.server->engine_id("t");
+    eid = f.engine_id("t");
     const Request* r = eid >= 0 ? f.engine->request(eid) : nullptr;
     return r && r->state == want;
   })) << "never reached "
@@ -328,7 +373,8 @@ TEST_P(ServeAbort, FreesEverythingInEveryState) {
     EXPECT_EQ(done["finish_reason"], "abort");
   } else {
     client.close();
-    ASSERT_TRUE(f.run_until([&] { return f.server->engine_id("t") < 0; }, 10))
+    ASSERT_TRUE(
+        f.run_until([&] { return f.engine_id("t") < 0 && f.engine->request(eid) == nullptr; }, 10))
         << "the vanished client's request is still open";
     EXPECT_EQ(f.server->counters().disconnects, 1);
   }
@@ -366,7 +412,7 @@ INSTANTIATE_TEST_SUITE_P(States, ServeAbort,
 // instead of blocking its loop on the send (ROUTER_MANDATORY blocks the routing-id frame of a
 // full queue unless it is sent without waiting).
 TEST(Serve, AClientThatStopsReadingIsDroppedWithoutStallingTheServer) {
-  ServerOptions sv;
+  ZmqServerOptions sv;
   sv.send_hwm = 64;  // the deaf client gets 64 messages a step, the reader 1 or 2
   Fixture f(false, SchedulerOptions{}, sv, 9000);
   zmq::context_t ctx;
@@ -398,43 +444,43 @@ TEST(Serve, AClientThatStopsReadingIsDroppedWithoutStallingTheServer) {
 }
 
 TEST(Serve, DrainRefusesNewRequestsFinishesOpenOnesThenAbortsAtTheDeadline) {
-  ServerOptions sv;
-  sv.drain_timeout_s = 30;
-  Fixture f(false, {}, sv);
+  EngineLoopOptions lo;
+  lo.drain_timeout_s = 30;
+  Fixture f(false, {}, {}, 256, {}, lo);
   RawClient c(f.server->endpoint());
   c.send(generate("open", prompt(6), 10));
-  ASSERT_TRUE(f.run_until([&] { return f.server->engine_id("open") >= 0; }));
-  f.server->begin_drain();
+  ASSERT_TRUE(f.run_until([&] { return f.engine_id("open") >= 0; }));
+  f.loop->begin_drain();
   c.send(generate("late", prompt(6), 10));
   serve_until_ended(f, c, {"open", "late"});
   EXPECT_EQ(c.about("late").back()["code"], "shutting_down");
   EXPECT_EQ(c.about("open").back()["finish_reason"], "length");
   EXPECT_EQ(c.streamed("open"), expected_tokens(f.model, prompt(6), 10));
-  EXPECT_TRUE(f.run_until([&] { return f.server->drained(*f.engine); }));
+  EXPECT_TRUE(f.run_until([&] { return f.loop->drained(*f.engine); }));
 
   // A zero drain timeout aborts what is open at once.
-  ServerOptions now;
+  EngineLoopOptions now;
   now.drain_timeout_s = 0;
-  Fixture g(false, {}, now, 1024);
+  Fixture g(false, {}, {}, 1024, {}, now);
   RawClient d(g.server->endpoint());
   d.send(generate("long", prompt(6), 3000));
-  ASSERT_TRUE(g.run_until([&] { return g.server->engine_id("long") >= 0; }));
-  g.server->begin_drain();
+  ASSERT_TRUE(g.run_until([&] { return g.engine_id("long") >= 0; }));
+  g.loop->begin_drain();
   serve_until_ended(g, d, {"long"});
   EXPECT_EQ(d.about("long").back()["finish_reason"], "abort");
-  EXPECT_TRUE(g.run_until([&] { return g.server->drained(*g.engine); }));
+  EXPECT_TRUE(g.run_until([&] { return g.loop->drained(*g.engine); }));
   EXPECT_TRUE(g.all_free());
 }
 
 TEST(Serve, ABusyPortFailsToBindWithTheEndpointNamed) {
   Fixture f;
-  ServerOptions sv;
+  ZmqServerOptions sv;
   sv.endpoint = f.server->endpoint();
-  auto second = Server::bind(sv, serve::ServerInfo{});
+  auto second = ZmqServer::bind(sv, serve::ServerInfo{}, f.loop.get());
   ASSERT_FALSE(second.ok());
   EXPECT_NE(second.status().message().find(f.server->endpoint()), std::string::npos);
   sv.endpoint = "inproc://x";
-  EXPECT_FALSE(Server::bind(sv, serve::ServerInfo{}).ok());
+  EXPECT_FALSE(ZmqServer::bind(sv, serve::ServerInfo{}, f.loop.get()).ok());
 }
 
 // The C++ client against the same server: info, stats, streams, abort, and its deadlines.
