@@ -1,6 +1,6 @@
 // Subcommands of the `shardwise` executable. Each registers its flags on a CLI11 app and
 // returns the process exit code when run. Add one: declare it here, define it in its own
-// file, register it in main.cpp, and document it in README.md.
+// file, register it in main.cpp, and document it in docs/cli.md.
 #pragma once
 
 #include <CLI/CLI.hpp>

@@ -1,7 +1,7 @@
 // `shardwise plan`: read a cluster YAML and the model's config.json, run the partitioner and
 // print the plan (text table or JSON) without MPI or devices; --print-world-size and
 // --launch-env print what launch scripts need (launch/mpirun/, launch/slurm/). Add a flag: a
-// field in PlanArgs, its add_option below, and a line in README.md.
+// field in PlanArgs, its add_option below, and a line in docs/cli.md.
 #include <algorithm>
 #include <cstdio>
 #include <iostream>

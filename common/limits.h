@@ -1,7 +1,7 @@
 // Upper bounds on every size, count and duration read from config.json, the cluster YAML or
 // the environment: parsers refuse larger values with an error naming the key, before anything
 // is allocated, multiplied or converted to std::chrono. One place, so every parser, the CLI
-// and README.md ("Input limits") agree. Raise a bound here (and in README) when a real model
+// and docs/input-limits.md agree. Raise a bound here (and there) when a real model
 // needs it; every product of bounded values must still fit in int64_t (see kMaxParameters).
 #pragma once
 

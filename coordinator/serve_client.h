@@ -1,5 +1,5 @@
 // ServeClient: the C++ client of `shardwise serve` (wire format: coordinator/serve_protocol.h,
-// README.md "Wire format"). One DEALER socket; requests are sent at once and their tokens come
+// docs/wire-format.md). One DEALER socket; requests are sent at once and their tokens come
 // back as events from poll(). Not thread-safe: one thread drives it.
 //
 //   auto client = ServeClient::connect("tcp://127.0.0.1:8765");

@@ -1,4 +1,4 @@
-// Serve wire format v1: parsing and encoding (see serve_protocol.h and README.md).
+// Serve wire format v1: parsing and encoding (see serve_protocol.h and docs/wire-format.md).
 #include "coordinator/serve_protocol.h"
 
 #include <fmt/format.h>

@@ -1,7 +1,7 @@
 // The wire format of `shardwise serve`, version 1: one UTF-8 JSON object per ZeroMQ frame, every
 // object with "v": 1 and a "type". The server binds a ROUTER; a client connects a DEALER and
 // sends single-frame messages (a REQ-style empty delimiter frame before the JSON is accepted
-// and echoed). README.md, "Wire format", documents every field; this file is its one
+// and echoed). docs/wire-format.md documents every field; this file is its one
 // implementation, shared by the server (coordinator/server) and the client
 // (coordinator/serve_client), so the two cannot drift.
 //

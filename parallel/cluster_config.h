@@ -1,7 +1,7 @@
 // ClusterConfig: the YAML cluster file (schema v1) as plain structs, validated once. Every
 // error names the file, the key path (e.g. pools.decode.tp) and what was expected.
 // Add a key: a field here, its parsing and validation in cluster_config.cpp, a line in the
-// README's schema table and in launch/configs/example.yaml.
+// docs/configuration.md's schema table and in launch/configs/example.yaml.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -1,6 +1,6 @@
 // MoE routing on one rank: expert_capacity, the backend's moe_assign on hand-built routing
 // tables (order vs batch-priority drops, GShard top-1-first, dropless, capacity 0), the
-// README's worked example (priority scored by the router's probabilities or the combine
+// the worked example of docs/moe-routing.md (priority scored by the router's probabilities or the combine
 // weights) through moe_assign and moe_ffn against tests/unit/moe_reference.h, and the
 // batch-priority-routing comparison on a seeded random router (prints its numbers).
 // Add a case: write the [T, k] table out by hand and assert every dest row.
@@ -23,7 +23,7 @@ using kernels::DropPolicy;
 
 TEST(ExpertCapacity, ExactValues) {
   EXPECT_EQ(expert_capacity(1.0, 2, 8, 4), 4);    // 1 * 2 * 8 / 4
-  EXPECT_EQ(expert_capacity(0.5, 2, 8, 4), 2);    // the README's worked example
+  EXPECT_EQ(expert_capacity(0.5, 2, 8, 4), 2);    // docs/moe-routing.md's worked example
   EXPECT_EQ(expert_capacity(1.25, 1, 10, 4), 4);  // ceil(3.125)
   EXPECT_EQ(expert_capacity(1.0, 2, 1, 8), 1);    // ceil(0.25): one token still gets a slot
   EXPECT_EQ(expert_capacity(1.0, 2, 0, 8), 0);    // no tokens, no slots
@@ -118,7 +118,7 @@ TEST(MoeAssignHandBuilt, FirstChoicesAlwaysBeatSecondChoices) {
   EXPECT_EQ(kept_mask(a), (std::vector<int32_t>{1, 0, 1, 0, 1, 0}));
 }
 
-// README "MoE routing" worked example: 8 tokens, 4 experts, k = 2, C = 0.5 -> capacity 2.
+// docs/moe-routing.md's worked example: 8 tokens, 4 experts, k = 2, C = 0.5 -> capacity 2.
 // Each token's router probabilities over all four experts (softmax outputs; they sum to 1).
 // The first two columns of each row are its top-2 choices, p1 > p2 > the other two.
 struct ExampleToken {
@@ -131,7 +131,7 @@ const ExampleToken kExample[8] = {
     {2, 1, {0.05f, 0.10f, 0.80f, 0.05f}}, {0, 3, {0.70f, 0.09f, 0.09f, 0.12f}},
     {3, 2, {0.02f, 0.02f, 0.46f, 0.50f}}, {1, 0, {0.16f, 0.75f, 0.05f, 0.04f}},
 };
-// Hand-worked kept masks ([T, k] row-major), as in the README's table.
+// Hand-worked kept masks ([T, k] row-major), as in docs/moe-routing.md's table.
 const std::vector<int32_t> kKeptOrder = {1, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 0};
 const std::vector<int32_t> kKeptRouterMax = {1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1, 1, 1, 1, 0};
 const std::vector<int32_t> kKeptRouterSum = {1, 0, 0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 0};
@@ -178,7 +178,7 @@ TEST(MoeAssignHandBuilt, ReadmeWorkedExample) {
   EXPECT_EQ(kept_mask(assign(ids, combine, 2, 4, 2, DropPolicy::kPriorityMax)), kKeptCombineMax);
   EXPECT_EQ(kept_mask(assign(ids, combine, 2, 4, 2, DropPolicy::kPrioritySum)), kKeptOrder);
 
-  // Router probability kept: the README's 4.28 / 4.45 / 4.58 / 4.11.
+  // Router probability kept: docs/moe-routing.md's 4.28 / 4.45 / 4.58 / 4.11.
   auto kept_mass = [&](const std::vector<int32_t>& mask) {
     double m = 0;
     for (size_t i = 0; i < mask.size(); ++i) m += mask[i] * static_cast<double>(router[i]);
@@ -262,7 +262,7 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
 
 // The worked example through the whole single-rank MoE FFN: x = log p, router = identity, so
 // the router sees the example's logits. Every (policy, priority_score) must drop exactly the
-// tokens the README says (their rows are zeros) and match the float64 reference elsewhere.
+// tokens docs/moe-routing.md says (their rows are zeros) and match the float64 reference elsewhere.
 struct ScoreCase {
   DropPolicy policy;
   PriorityScore score;
