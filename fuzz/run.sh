@@ -16,6 +16,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 all=(safetensors_header model_config cluster_config control_message step_protocol serve_message
      prompt_line)
+all+=(tokenizer)
 seconds=20
 parallel=1
 replay_only=0

@@ -4,7 +4,7 @@
 
 #include <atomic>
 #include <cstring>
-#include <queue>
+#include <algorithm>
 #include <unordered_map>
 
 #include "tokenizer/unicode.h"
@@ -165,6 +165,10 @@ Result<std::unique_ptr<Bpe>> Bpe::from_json(const nlohmann::json& m) {
     bpe->vocab_.insert(tok, static_cast<int32_t>(id));
     max_id = std::max(max_id, id);
   }
+  if (max_id >= static_cast<int64_t>(16 * vocab.size() + 65536)) {
+    return invalid_argument("model.vocab: ids up to {} for {} tokens are too sparse", max_id,
+                            vocab.size());
+  }
   bpe->vocab_r_.resize(static_cast<size_t>(max_id + 1));
   bpe->has_r_.assign(static_cast<size_t>(max_id + 1), 0);
   for (const auto& [tok, idj] : vocab.items()) {
@@ -300,9 +304,21 @@ void Bpe::merge_word(std::string_view w, std::vector<int32_t>& out) const {
   if (have_unk) add(unk_id, unk_len);
 
   // Word::merge_all without dropout.
-  thread_local std::vector<Merge> heap_storage;
-  heap_storage.clear();
-  std::priority_queue<Merge, std::vector<Merge>> queue(std::less<Merge>(), std::move(heap_storage));
+  thread_local std::vector<Merge> queue_storage;
+  struct Queue {  // std::priority_queue over a reused vector
+    std::vector<Merge>& v;
+    bool empty() const { return v.empty(); }
+    const Merge& top() const { return v.front(); }
+    void push(const Merge& m) {
+      v.push_back(m);
+      std::push_heap(v.begin(), v.end());
+    }
+    void pop() {
+      std::pop_heap(v.begin(), v.end());
+      v.pop_back();
+    }
+  } queue{queue_storage};
+  queue_storage.clear();
   for (size_t k = 0; k + 1 < symbols.size(); ++k) {
     const auto [r, nid] = find_merge(symbols[k].c, symbols[k + 1].c);
     if (r >= 0) queue.push({static_cast<int32_t>(k), r, nid});
