@@ -15,7 +15,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 all=(safetensors_header model_config cluster_config control_message step_protocol serve_message
-     prompt_line)
+     prompt_line openai_request)
 all+=(tokenizer)
 seconds=20
 parallel=1
