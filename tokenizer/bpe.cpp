@@ -2,9 +2,9 @@
 // Word::merge_all ported from models/bpe/{model,word}.rs, and the per-thread word cache.
 #include "tokenizer/bpe.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <algorithm>
 #include <unordered_map>
 
 #include "tokenizer/unicode.h"
