@@ -25,6 +25,7 @@ struct ChatTemplateOptions {
   bool continue_final_message = false;
   nlohmann::json tools;      // null or a list, passed through as `tools`
   nlohmann::json documents;  // null or a list, passed through as `documents`
+  // The tokenizer's special tokens; "" is a token it does not have (undefined in the template).
   std::string bos_token;
   std::string eos_token;
   // More template variables (OpenAI's chat_template_kwargs, e.g. enable_thinking).
@@ -44,8 +45,10 @@ class ChatTemplate {
   ChatTemplate& operator=(const ChatTemplate&) = delete;
 
   // `messages`: the OpenAI list of {"role", "content", ...} objects, passed to the template
-  // as plain Python dicts/lists/strings. raise_exception() in the template and any error of
-  // rendering are an invalid_argument with the template's message.
+  // as plain Python dicts/lists/strings after apply_chat_template's own steps (keys whose value
+  // is null dropped, reasoning_content also given as `thinking`, continue_final_message's cut
+  // after the final message). raise_exception() in the template and any error of rendering
+  // are an invalid_argument with the template's message (and line, when known).
   Result<std::string> render(const nlohmann::json& messages,
                              const ChatTemplateOptions& options) const;
 
