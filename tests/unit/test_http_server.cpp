@@ -735,5 +735,65 @@ TEST(HttpServer, StopClosesIdleConnectionsAndDrainRefuses) {
   EXPECT_EQ(idle.read_raw(), "");  // closed by stop()
 }
 
+TEST(HttpServer, ConnectionLimit) {
+  HttpServerOptions o = keyed();
+  o.max_connections = 2;
+  Harness h(o);
+  ASSERT_TRUE(h.server);
+  Client a(h.port()), b(h.port());
+  EXPECT_EQ(a.get("/health").status, 200);
+  EXPECT_EQ(b.get("/health").status, 200);
+  Client c(h.port());
+  Reply r = c.read();  // refused without asking
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_FALSE(r.keep_alive);
+  EXPECT_EQ(a.get("/health").status, 200);  // the others are unaffected
+}
+
+TEST(HttpServer, LoadChatTemplate) {
+  TestTokenizer tok;
+  auto none = load_chat_template("", tok);
+  ASSERT_TRUE(none.ok()) << none.status().to_string();
+  EXPECT_EQ(*none, nullptr);  // neither the flag nor the tokenizer has one
+  tok.mutable_info().chat_template = kTemplate;
+  auto from_tokenizer = load_chat_template("", tok);
+  if (!from_tokenizer.ok()) GTEST_SKIP() << from_tokenizer.status().to_string();
+  EXPECT_NE(*from_tokenizer, nullptr);
+  auto inline_text = load_chat_template("{{ messages[0]['content'] }}", tok);
+  ASSERT_TRUE(inline_text.ok());
+  tokenizer::ChatTemplateOptions opts;
+  auto out = (*inline_text)->render(json::parse(R"([{"role": "user", "content": "yo"}])"), opts);
+  ASSERT_TRUE(out.ok()) << out.status().to_string();
+  EXPECT_EQ(*out, "yo");
+  const std::string path = ::testing::TempDir() + "/http_server_template.jinja";
+  {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("[{{ messages | length }}]", f);
+    std::fclose(f);
+  }
+  auto from_file = load_chat_template(path, tok);
+  ASSERT_TRUE(from_file.ok()) << from_file.status().to_string();
+  out = (*from_file)->render(json::parse(R"([{"role": "user", "content": "yo"}])"), opts);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(*out, "[1]");
+  EXPECT_FALSE(load_chat_template("/no/such/template.jinja", tok).ok());
+  EXPECT_FALSE(load_chat_template("{% if %}", tok).ok());  // does not compile
+}
+
+// For checks by hand with real clients (curl, the openai SDK, a Prometheus parser):
+//   SHARDWISE_HTTP_TEST_SECONDS=60 test_http_server --gtest_also_run_disabled_tests
+//     --gtest_filter=*ServeForManualChecks
+TEST(HttpServer, DISABLED_ServeForManualChecks) {
+  const char* secs = std::getenv("SHARDWISE_HTTP_TEST_SECONDS");
+  HttpServerOptions o;
+  o.port = 0;
+  Harness h(o);
+  ASSERT_TRUE(h.server);
+  std::printf("PORT %d\n", h.port());
+  std::fflush(stdout);
+  std::this_thread::sleep_for(std::chrono::seconds(secs ? std::atoi(secs) : 30));
+}
+
 }  // namespace
 }  // namespace sw::frontend
