@@ -71,7 +71,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       FUZZ_CHECK(!m.contains("content") || m["content"].is_string() || m["content"].is_null());
     }
     FUZZ_CHECK(!(ch.request.add_generation_prompt && ch.request.continue_final_message));
-    const std::string first = ch.request.messages[0].value("content", std::string());
+    const auto& content0 = ch.request.messages[0]["content"];
+    const std::string first = content0.is_string() ? content0.get<std::string>() : "";
     FUZZ_CHECK(is_json(
         fe::encode_chat_completion(meta, first, fe::Finish{"length", nullptr}, fe::Usage{3, 4})));
   }
