@@ -19,10 +19,8 @@
 #include <mutex>
 #include <optional>
 #include <random>
-#include <set>
 #include <sstream>
 #include <thread>
-#include <unordered_set>
 #include <utility>
 
 #include "common/limits.h"
@@ -322,7 +320,6 @@ class Session : public std::enable_shared_from_this<Session> {
   bool cancel_for_pipeline_ = false;  // that read was cancelled to parse a buffered request
   bool keep_alive_ = true;
   bool peer_gone_ = false;
-  bool close_after_write_ = false;
   std::string out_;      // bytes waiting to be written
   std::string writing_;  // bytes being written
   bool write_pending_ = false;
