@@ -4,12 +4,15 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <iterator>
+#include <thread>
 #include <zmq_addon.hpp>
 
 #include "comm/options.h"
@@ -28,6 +31,13 @@ using serve::ProtocolError;
 
 // Deeper than any request of the wire format needs (it nests 2 levels).
 constexpr int kMaxJsonDepth = 16;
+// Longest a turn reads frames before it sends what the engine produced.
+constexpr double kReceiveSliceS = 0.005;
+// Frames up to this size are parsed at once on the server's thread (a prompt of ~8k ids);
+// larger ones on the large-frame lane, at most kLargeLaneDepth waiting.
+constexpr int64_t kInlineFrameBytes = 64 << 10;
+constexpr size_t kLargeLaneDepth = 8;
+constexpr int kReceiveHwm = 32;
 
 Status check_endpoint(const std::string& e) {
   if (e.rfind("tcp://", 0) == 0 || e.rfind("ipc://", 0) == 0) return Status();
@@ -51,6 +61,62 @@ std::string describe_peer(const std::string& routing_id, const std::string& addr
                          : fmt::format("client {} from {}", hex, address);
 }
 
+// The large-frame lane: one thread at the lowest scheduling priority that parses frames over
+// kInlineFrameBytes and hands the results back through the server's inbox, so a client that
+// floods large frames costs the others neither the server's thread nor the engine's CPU.
+class ZmqServer::LargeLane {
+ public:
+  LargeLane(std::shared_ptr<Inbox> inbox) : inbox_(std::move(inbox)), thread_([this] { run(); }) {}
+  ~LargeLane() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  bool push(LargeFrame f) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (queue_.size() >= kLargeLaneDepth) return false;
+      queue_.push_back(std::move(f));
+    }
+    cv_.notify_one();
+    return true;
+  }
+
+ private:
+  void run() {
+    // Lowest priority for this thread only (Linux nice values are per thread).
+    (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
+    for (;;) {
+      LargeFrame f;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (stop_) return;
+        f = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      Parsed p = parse_frame(
+          std::string_view(static_cast<const char*>(f.payload.data()), f.payload.size()));
+      {
+        std::lock_guard<std::mutex> lock(inbox_->mu);
+        inbox_->parsed.emplace_back(std::move(f.routing_id), std::move(p));
+      }
+      const uint64_t one = 1;
+      (void)!::write(inbox_->event_fd, &one, sizeof(one));
+    }
+  }
+
+  std::shared_ptr<Inbox> inbox_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<LargeFrame> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 ZmqServer::ZmqServer(const ZmqServerOptions& options, serve::ServerInfo info,
                      coordinator::EngineLoop* loop)
     : options_(options),
@@ -60,6 +126,7 @@ ZmqServer::ZmqServer(const ZmqServerOptions& options, serve::ServerInfo info,
       inbox_(std::make_shared<Inbox>()) {}
 
 ZmqServer::~ZmqServer() {
+  large_lane_.reset();  // joins its thread before the event fd goes
   if (inbox_->event_fd >= 0) ::close(inbox_->event_fd);
 }
 
@@ -75,13 +142,16 @@ Result<std::unique_ptr<ZmqServer>> ZmqServer::bind(const ZmqServerOptions& optio
         options.heartbeat_s, limits::kMaxTimeoutS, options.max_frame_bytes, options.send_hwm);
   std::unique_ptr<ZmqServer> s(new ZmqServer(options, std::move(info), loop));
   s->inbox_->event_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (s->inbox_->event_fd < 0)
-    return unavailable("serve: eventfd: {}", std::strerror(errno));
+  if (s->inbox_->event_fd < 0) return unavailable("serve: eventfd: {}", std::strerror(errno));
+  s->large_lane_ = std::make_unique<LargeLane>(s->inbox_);
   try {
     s->socket_.set(zmq::sockopt::router_mandatory, 1);  // a send to a gone client fails
     s->socket_.set(zmq::sockopt::linger, 0);
     s->socket_.set(zmq::sockopt::sndhwm, options.send_hwm);
     s->socket_.set(zmq::sockopt::maxmsgsize, options.max_frame_bytes);
+    // Frames queued per client before ZeroMQ stops reading its connection (TCP then holds the
+    // sender back): what one client can make the server buffer is this many frames.
+    s->socket_.set(zmq::sockopt::rcvhwm, kReceiveHwm);
     s->socket_.bind(options.endpoint);
     s->endpoint_ = s->socket_.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
@@ -126,8 +196,12 @@ Status ZmqServer::run_once(double max_wait_s) {
 
 Status ZmqServer::receive(bool have_frames) {
   if (!have_frames) return Status();
-  // A bounded batch per turn, so a flood of frames cannot starve the engine's events.
-  for (int n = 0; n < 4096; ++n) {
+  // A turn reads for at most kReceiveSliceS, and hands the engine's events out between frames:
+  // a client flooding expensive frames delays the others' frames by one of its own at most
+  // (ROUTER queues fairly between peers), never their tokens.
+  const auto slice_end = Clock::now() + comm::steady_seconds(kReceiveSliceS);
+  for (int n = 0; n < 4096 && Clock::now() < slice_end; ++n) {
+    if (n > 0) take_events();
     std::vector<zmq::message_t> frames;
     std::optional<size_t> got;
     try {
@@ -156,59 +230,77 @@ Status ZmqServer::receive(bool have_frames) {
       forget_if_idle(routing_id);
       continue;
     }
-    const zmq::message_t& payload = frames.back();
-    handle(routing_id, envelope,
-           std::string_view(static_cast<const char*>(payload.data()), payload.size()), address);
+    handle(routing_id, envelope, std::move(frames.back()), address);
   }
   return Status();
 }
 
-void ZmqServer::handle(const std::string& routing_id, bool envelope, std::string_view frame,
-                       const std::string& address) {
-  handle_message(routing_id, envelope, frame, address);
-  forget_if_idle(routing_id);  // only clients with open requests are kept
-}
-
-void ZmqServer::handle_message(const std::string& routing_id, bool envelope,
-                               std::string_view frame, const std::string& address) {
-  auto [it, is_new] = clients_.try_emplace(routing_id);
-  Client& client = it->second;
-  if (is_new) client.peer = describe_peer(routing_id, address);
-  client.envelope = envelope;
-  // Depth-bounded, duplicate keys refused: a hostile frame costs this thread one linear pass
-  // and is never half-read into a request.
+ZmqServer::Parsed ZmqServer::parse_frame(std::string_view frame) {
+  Parsed p;
+  // Depth-bounded, duplicate keys refused: a hostile frame costs one linear pass and is never
+  // half-read into a request.
   auto doc = parse_json_bounded(frame, kMaxJsonDepth, /*reject_duplicate_keys=*/true);
   if (!doc.ok()) {
-    reject(routing_id, ProtocolError{serve::kBadFrame,
-                                     fmt::format("a message is one JSON object per frame: {}",
-                                                 doc.status().message()),
-                                     ""});
+    p.error = ProtocolError{
+        serve::kBadFrame,
+        fmt::format("a message is one JSON object per frame: {}", doc.status().message()), ""};
+    return p;
+  }
+  auto parsed = serve::parse_client_message(*doc, frame.size(), &p.error);
+  if (parsed.ok()) p.message = std::move(parsed).value();
+  return p;
+}
+
+void ZmqServer::handle(const std::string& routing_id, bool envelope, zmq::message_t&& payload,
+                       const std::string& address) {
+  auto [it, is_new] = clients_.try_emplace(routing_id);
+  if (is_new) it->second.peer = describe_peer(routing_id, address);
+  it->second.envelope = envelope;
+  if (static_cast<int64_t>(payload.size()) <= kInlineFrameBytes) {
+    Parsed p =
+        parse_frame(std::string_view(static_cast<const char*>(payload.data()), payload.size()));
+    act(routing_id, std::move(p));
+  } else {
+    // Large frames are parsed on the large-frame lane, so that small ones never wait behind
+    // them; a lane already full refuses the frame unread.
+    ++it->second.in_lane;
+    if (!large_lane_->push(LargeFrame{routing_id, std::move(payload)})) {
+      --it->second.in_lane;
+      reject(routing_id,
+             ProtocolError{serve::kOverloaded,
+                           fmt::format("{} large frames are waiting to be parsed; send this one "
+                                       "again later",
+                                       kLargeLaneDepth),
+                           ""});
+    }
+  }
+  forget_if_idle(routing_id);  // only clients with open requests (or frames in the lane) stay
+}
+
+void ZmqServer::act(const std::string& routing_id, Parsed&& p) {
+  auto it = clients_.find(routing_id);
+  if (it == clients_.end()) return;  // dropped meanwhile
+  Client& client = it->second;
+  if (!p.message) {
+    reject(routing_id, p.error);
     return;
   }
-  ProtocolError err;
-  auto parsed = serve::parse_client_message(*doc, frame.size(), &err);
-  if (!parsed.ok()) {
-    reject(routing_id, err);
-    return;
-  }
-  serve::ClientMessage& m = *parsed;
+  serve::ClientMessage& m = *p.message;
   switch (m.type) {
     case serve::ClientMessageType::kPing:
       send(routing_id, serve::encode_simple(serve::ServerMessageType::kPong));
       return;
-    case serve::ClientMessageType::kInfo:
-      send(routing_id, serve::encode_info(info_));
-      return;
+    case serve::ClientMessageType::kInfo: send(routing_id, serve::encode_info(info_)); return;
     case serve::ClientMessageType::kStats:
       send(routing_id, serve::encode_stats(loop_->snapshot().stats));
       return;
     case serve::ClientMessageType::kAbort: {
       auto o = client.open.find(m.id);
       if (o == client.open.end()) {
-        reject(routing_id,
-               ProtocolError{serve::kUnknownId,
-                             fmt::format("abort: no open request '{}' from this client", m.id),
-                             m.id});
+        reject(
+            routing_id,
+            ProtocolError{serve::kUnknownId,
+                          fmt::format("abort: no open request '{}' from this client", m.id), m.id});
         return;
       }
       // Its done message (finish_reason abort) follows once the engine loop has ended it.
@@ -263,11 +355,20 @@ void ZmqServer::handle_message(const std::string& routing_id, bool envelope,
 
 void ZmqServer::take_events() {
   std::deque<std::pair<uint64_t, RequestUpdate>> events;
+  std::deque<std::pair<std::string, Parsed>> parsed;
   {
     std::lock_guard<std::mutex> lock(inbox_->mu);
     events.swap(inbox_->events);
+    parsed.swap(inbox_->parsed);
   }
   for (auto& [ticket, e] : events) on_event(ticket, std::move(e));
+  for (auto& [routing_id, p] : parsed) {
+    auto c = clients_.find(routing_id);
+    if (c == clients_.end()) continue;  // dropped while its frame waited
+    --c->second.in_lane;
+    act(routing_id, std::move(p));
+    forget_if_idle(routing_id);
+  }
 }
 
 void ZmqServer::on_event(uint64_t ticket, RequestUpdate&& e) {
@@ -279,7 +380,7 @@ void ZmqServer::on_event(uint64_t ticket, RequestUpdate&& e) {
     const std::string id = o.id;
     open_.erase(it);
     if (auto c = clients_.find(routing_id); c != clients_.end()) c->second.open.erase(id);
-    const char* code = e.rejected           ? serve::kInvalidRequest
+    const char* code = e.rejected          ? serve::kInvalidRequest
                        : loop_->draining() ? serve::kShuttingDown
                                            : serve::kOverloaded;
     reject(routing_id, ProtocolError{code, e.error, id});
@@ -374,7 +475,7 @@ void ZmqServer::heartbeats() {
 
 void ZmqServer::forget_if_idle(const std::string& routing_id) {
   auto c = clients_.find(routing_id);
-  if (c != clients_.end() && c->second.open.empty()) clients_.erase(c);
+  if (c != clients_.end() && c->second.open.empty() && c->second.in_lane == 0) clients_.erase(c);
 }
 
 }  // namespace sw::frontend

@@ -4,7 +4,9 @@
 // requests; each request's tokens come back as events and go to the client that sent it, one
 // message per request per engine step, then a done message. Every refused frame gets an error
 // reply and the others are served on; nothing is dropped silently. Frames larger than
-// max_frame_bytes are never buffered: ZeroMQ drops them with the sender's connection.
+// max_frame_bytes are never buffered: ZeroMQ drops them with the sender's connection. Frames
+// over 64 KiB are parsed on a lane of their own, a thread at the lowest priority, so that a
+// client flooding large frames delays neither other clients' small frames nor the engine.
 //
 // A client that disconnects (a send to it fails) or stops reading (its queue reaches
 // send_hwm messages) has every open request aborted, whatever its state: queued, prefilling,
@@ -25,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
@@ -85,6 +88,7 @@ class ZmqServer {
     std::string peer;                      // "client 0a1b2c3d4e from 127.0.0.1", for messages
     bool envelope = false;                 // REQ-style: an empty delimiter frame before the payload
     std::map<std::string, uint64_t> open;  // client's request id -> ticket
+    int in_lane = 0;                       // its frames waiting on the large-frame lane
     Clock::time_point last_sent;
   };
   struct Open {
@@ -95,21 +99,35 @@ class ZmqServer {
     std::vector<int32_t> tokens;  // every output token (sent in done when not streaming)
     int64_t num_sent = 0;         // output tokens sent
   };
-  // Events from the engine thread, handed over through a queue and an eventfd that run_once
-  // polls beside the socket.
+  // A frame parsed: the message, or why it was refused.
+  struct Parsed {
+    std::optional<coordinator::serve::ClientMessage> message;
+    coordinator::serve::ProtocolError error;
+  };
+  struct LargeFrame {
+    std::string routing_id;
+    zmq::message_t payload;
+  };
+  // Events from the engine thread and frames parsed on the large-frame lane, handed over
+  // through queues and an eventfd that run_once polls beside the socket.
   struct Inbox {
     std::mutex mu;
     std::deque<std::pair<uint64_t, coordinator::RequestUpdate>> events;
+    std::deque<std::pair<std::string, Parsed>> parsed;  // by routing id
     int event_fd = -1;
   };
+  class LargeLane;
 
   ZmqServer(const ZmqServerOptions& options, coordinator::serve::ServerInfo info,
             coordinator::EngineLoop* loop);
   Status receive(bool have_frames);
-  void handle(const std::string& routing_id, bool envelope, std::string_view frame,
+  // Parses a frame (any thread): depth-bounded JSON, duplicate keys refused, the wire format.
+  static Parsed parse_frame(std::string_view frame);
+  // A frame from a client: parsed here when small, else on the large-frame lane.
+  void handle(const std::string& routing_id, bool envelope, zmq::message_t&& payload,
               const std::string& peer_address);
-  void handle_message(const std::string& routing_id, bool envelope, std::string_view frame,
-                      const std::string& peer_address);
+  // What a parsed frame asks: a reply, an abort, or a request for the engine loop.
+  void act(const std::string& routing_id, Parsed&& parsed);
   void forget_if_idle(const std::string& routing_id);
   void take_events();
   void on_event(uint64_t ticket, coordinator::RequestUpdate&& event);
@@ -126,6 +144,7 @@ class ZmqServer {
   zmq::socket_t socket_;
   std::string endpoint_;
   std::shared_ptr<Inbox> inbox_;
+  std::unique_ptr<LargeLane> large_lane_;
   std::map<std::string, Client> clients_;  // by routing id
   std::map<uint64_t, Open> open_;          // by ticket
   ZmqServerCounters counters_;
