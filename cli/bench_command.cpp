@@ -2,6 +2,8 @@
 //   bench throughput (--model M | --config F): the engine in this job, fed by an in-process
 //                                              load generator (under mpirun for --config)
 //   bench serve --endpoint E:                 the same load against a running `shardwise serve`
+//   bench serve --backend openai --base-url U: the same load over the OpenAI HTTP API (ours or
+//                                              any server's), streamed
 // The workload, arrivals and record keeping are coordinator/loadgen; the arithmetic and the
 // table coordinator/serving_metrics. This file parses flags, reports progress, writes the
 // JSON / CSV and draws the plot with gnuplot.
@@ -18,9 +20,11 @@
 
 #include "cli/commands.h"
 #include "cli/engine_args.h"
+#include "client/openai_target.h"
 #include "coordinator/loadgen.h"
 #include "coordinator/serve_client.h"
 #include "coordinator/serving_metrics.h"
+#include "tokenizer/tokenizer.h"
 
 namespace sw::cli {
 
@@ -32,7 +36,12 @@ using coordinator::serve::ServerStats;
 
 struct BenchArgs {
   EngineArgs engine;     // throughput
-  std::string endpoint;  // serve
+  std::string endpoint;  // serve: the ZeroMQ endpoint, or with --backend openai the route
+  std::string backend = "shardwise";  // serve: shardwise (ZeroMQ) | openai (HTTP)
+  std::string base_url;               // serve --backend openai
+  std::string tokenizer;              // serve: its vocabulary draws random prompts; chat text
+  std::string model_name;             // serve --backend openai: "model" (default: the server's)
+  std::string api_key;
   double server_timeout_s = 60;
   coordinator::WorkloadOptions workload;
   coordinator::LoadOptions load;
@@ -290,27 +299,87 @@ int run_throughput(BenchArgs a) {
   });
 }
 
+// The target `bench serve` drives, and what it says about the server.
+struct ServerTarget {
+  std::unique_ptr<coordinator::RequestTarget> target;
+  coordinator::ServeClient* zmq = nullptr;  // stats before and after (shardwise backend)
+  ServerInfo info;
+};
+
+Result<ServerTarget> connect_target(const BenchArgs& a,
+                                    std::shared_ptr<const tokenizer::Tokenizer> tok) {
+  ServerTarget t;
+  if (a.backend == "openai") {
+    if (a.base_url.empty()) return invalid_argument("--backend openai needs --base-url URL");
+    client::OpenAiTargetOptions o;
+    o.base_url = a.base_url;
+    if (!a.endpoint.empty()) o.endpoint = a.endpoint;
+    o.model = a.model_name;
+    o.api_key = a.api_key;
+    o.request_timeout_s = a.server_timeout_s;
+    SW_ASSIGN_OR_RETURN(auto target, client::OpenAiTarget::connect(o, tok));
+    t.info.model = target->model();
+    t.info.model_type = fmt::format("openai {}", o.endpoint);
+    t.info.max_model_len = target->max_model_len();
+    t.target = std::move(target);
+    return t;
+  }
+  if (a.backend != "shardwise")
+    return invalid_argument("--backend '{}': expected shardwise (ZeroMQ) or openai (HTTP)",
+                            a.backend);
+  if (a.endpoint.empty()) return invalid_argument("--backend shardwise needs --endpoint tcp://...");
+  coordinator::ServeClientOptions co;
+  co.server_timeout_s = a.server_timeout_s;
+  SW_ASSIGN_OR_RETURN(auto client, coordinator::ServeClient::connect(a.endpoint, co));
+  SW_ASSIGN_OR_RETURN(t.info, client->info(a.server_timeout_s));
+  t.zmq = client.get();
+  t.target = std::move(client);
+  return t;
+}
+
 Status run_against_server(BenchArgs a) {
   SW_ASSIGN_OR_RETURN(double rate, parse_rate(a.request_rate));
   SW_RETURN_IF_ERROR(metrics_options(a).status());
   a.load.request_rate = rate;
   a.load.seed = a.workload.seed;
-  coordinator::ServeClientOptions co;
-  co.server_timeout_s = a.server_timeout_s;
-  SW_ASSIGN_OR_RETURN(auto client, coordinator::ServeClient::connect(a.endpoint, co));
-  SW_ASSIGN_OR_RETURN(ServerInfo info, client->info(a.server_timeout_s));
-  SW_ASSIGN_OR_RETURN(auto workload, coordinator::make_workload(a.workload, info.vocab_size));
-  log_start(a, info, rate);
-  SW_ASSIGN_OR_RETURN(ServerStats before, client->stats(a.server_timeout_s));
+  std::shared_ptr<const tokenizer::Tokenizer> tok;
+  if (!a.tokenizer.empty()) {
+    auto t = tokenizer::Tokenizer::from_folder(a.tokenizer);
+    if (!t.ok()) return t.status().with_context("--tokenizer " + a.tokenizer);
+    tok = std::move(t).value();
+  } else if (a.backend == "openai") {
+    return invalid_argument(
+        "--backend openai needs --tokenizer DIR: random prompts are drawn from its vocabulary");
+  }
+  SW_ASSIGN_OR_RETURN(ServerTarget t, connect_target(a, tok));
+  // Random prompts draw ids from the tokenizer's vocabulary when there is one (the same
+  // workload for both backends), else from the model's.
+  int64_t vocab = t.info.vocab_size;
+  if (tok) vocab = vocab > 0 ? std::min(vocab, tok->vocab_size()) : tok->vocab_size();
+  SW_ASSIGN_OR_RETURN(auto workload, coordinator::make_workload(a.workload, vocab));
+  log_start(a, t.info, rate);
+  ServerStats before;
+  if (t.zmq) {
+    SW_ASSIGN_OR_RETURN(before, t.zmq->stats(a.server_timeout_s));
+  }
   ProgressBar bar(!a.no_progress);
-  SW_ASSIGN_OR_RETURN(auto result, coordinator::run_load(*client, workload, a.load,
+  SW_ASSIGN_OR_RETURN(auto result, coordinator::run_load(*t.target, workload, a.load,
                                                          [&](const auto& p) { bar.update(p); }));
-  // The server may be gone by now (stopped once the last request ended): the run still counts.
-  auto after = client->stats(std::min(a.server_timeout_s, 5.0));
-  if (!after.ok())
-    std::cerr << "bench: no engine counters after the run (" << after.status().message()
-              << "); the Shardwise lines show none\n";
-  return report(a, setup_of(a, info, rate, "serve"), result, before, after.ok() ? *after : before);
+  ServerStats after = before;
+  if (t.zmq) {
+    // The server may be gone by now (stopped once the last request ended): the run still
+    // counts.
+    auto got = t.zmq->stats(std::min(a.server_timeout_s, 5.0));
+    if (got.ok())
+      after = *got;
+    else
+      std::cerr << "bench: no engine counters after the run (" << got.status().message()
+                << "); the Shardwise lines show none\n";
+  }
+  auto setup = setup_of(a, t.info, rate, "serve");
+  if (a.backend == "openai")
+    setup.endpoint = a.base_url + (a.endpoint.empty() ? "/v1/completions" : a.endpoint);
+  return report(a, setup, result, before, after);
 }
 
 // The load flags, the same on both subcommands (vLLM's names and defaults).
@@ -395,7 +464,18 @@ std::function<int()> add_bench_command(CLI::App& app) {
                "Do not count MoE routing per layer (saves a device sync per MoE layer per step)");
   CLI::App* sv =
       bench->add_subcommand("serve", "The same load against a running `shardwise serve`");
-  sv->add_option("--endpoint", a->endpoint, "The server, e.g. tcp://127.0.0.1:8765")->required();
+  sv->add_option("--backend", a->backend,
+                 "shardwise (the ZeroMQ token endpoint) or openai (the OpenAI HTTP API, streamed)")
+      ->capture_default_str();
+  sv->add_option("--endpoint", a->endpoint,
+                 "shardwise: the server, e.g. tcp://127.0.0.1:8765; openai: the route, "
+                 "/v1/completions (default) or /v1/chat/completions");
+  sv->add_option("--base-url", a->base_url, "openai: the server, e.g. http://127.0.0.1:8000");
+  sv->add_option("--tokenizer", a->tokenizer,
+                 "Folder with tokenizer.json: random prompts draw from its vocabulary (needed by "
+                 "--backend openai; chat prompts are its decoded text)");
+  sv->add_option("--model", a->model_name, "openai: the request's model (default: the server's)");
+  sv->add_option("--api-key", a->api_key, "openai: Bearer key");
   sv->add_option("--server-timeout", a->server_timeout_s,
                  "Seconds without a message from the server (it sends heartbeats) before the "
                  "run fails")

