@@ -55,8 +55,8 @@ struct ServeArgs {
 Result<std::shared_ptr<const tokenizer::Tokenizer>> load_tokenizer(
     const ServeArgs& a, const coordinator::serve::ServerInfo& info) {
   std::string dir = a.http.tokenizer;
-  if (dir.empty() && std::filesystem::is_regular_file(
-                         std::filesystem::path(info.model) / "tokenizer.json"))
+  if (dir.empty() &&
+      std::filesystem::is_regular_file(std::filesystem::path(info.model) / "tokenizer.json"))
     dir = info.model;
   if (dir.empty()) {
     if (a.http_flag_given)
@@ -64,9 +64,10 @@ Result<std::shared_ptr<const tokenizer::Tokenizer>> load_tokenizer(
           "serve: the HTTP front end needs a tokenizer, and model '{}' has no tokenizer.json: "
           "give --tokenizer DIR (a folder with tokenizer.json)",
           info.model);
-    spdlog::warn("serve: model '{}' has no tokenizer.json and no --tokenizer was given: the "
-                 "OpenAI HTTP front end is off; the ZeroMQ token endpoint serves",
-                 info.model);
+    spdlog::warn(
+        "serve: model '{}' has no tokenizer.json and no --tokenizer was given: the "
+        "OpenAI HTTP front end is off; the ZeroMQ token endpoint serves",
+        info.model);
     return std::shared_ptr<const tokenizer::Tokenizer>();
   }
   auto tok = tokenizer::Tokenizer::from_folder(dir);
@@ -171,10 +172,11 @@ int run_serve(const ServeArgs& a) {
 
 std::function<int()> add_serve_command(CLI::App& app) {
   auto a = std::make_shared<ServeArgs>();
-  CLI::App* s = app.add_subcommand(
-      "serve",
-      "Serve requests over ZeroMQ (README: Wire format): one process (--model) or a cluster "
-      "under mpirun/srun (--config)");
+  CLI::App* s =
+      app.add_subcommand("serve",
+                         "Serve requests over the OpenAI HTTP API (docs/openai-api.md) and ZeroMQ "
+                         "(docs/wire-format.md): one process (--model) or a cluster "
+                         "under mpirun/srun (--config)");
   auto flags = std::make_shared<EngineFlags>(
       s, &a->engine,
       "KV cache blocks (0 = on cpu, room for max-num-seqs sequences of up to 4096 tokens)");

@@ -127,7 +127,8 @@ void EngineLoop::take_inbox(Engine& engine) {
       continue;
     }
     if (static_cast<int64_t>(open_.size()) >= options_.max_open_requests) {
-      p.sink(refusal(p.ticket, fmt::format("{} requests are open, the server's limit", open_.size()),
+      p.sink(refusal(p.ticket,
+                     fmt::format("{} requests are open, the server's limit", open_.size()),
                      /*unavailable=*/true));
       continue;
     }
@@ -182,7 +183,8 @@ void EngineLoop::finish(Engine& engine, uint64_t ticket, RequestUpdate event) {
   by_engine_id_.erase(o.engine_id);
   if (const Request* r = engine.request(o.engine_id)) {
     event.summary = serve::summarize(*r);
-    if (r->admitted != Clock::time_point{}) event.queue_s = seconds_between(r->arrival, r->admitted);
+    if (r->admitted != Clock::time_point{})
+      event.queue_s = seconds_between(r->arrival, r->admitted);
     kv_transfer_seconds_ += r->kv_transfer_ms / 1000.0;
   }
   if (event.finish_reason == FinishReason::kAbort) event.summary.finish_reason = "abort";

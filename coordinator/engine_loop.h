@@ -123,7 +123,7 @@ class EngineLoop {
   std::atomic<bool> draining_{false};
 
   // engine thread only
-  std::map<uint64_t, Open> open_;            // by ticket
+  std::map<uint64_t, Open> open_;             // by ticket
   std::map<int64_t, uint64_t> by_engine_id_;  // engine id -> ticket
   Clock::time_point drain_deadline_;
   double kv_transfer_seconds_ = 0;
