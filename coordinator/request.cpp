@@ -53,8 +53,9 @@ Status check_request_fits(const RequestSpec& spec, int64_t vocab_size, int64_t m
       return invalid_argument("token id {} is outside the vocabulary [0, {})", t, vocab_size);
   const int64_t total = static_cast<int64_t>(spec.prompt_ids.size()) + spec.max_new_tokens;
   if (total > max_model_len)
-    return invalid_argument("prompt ({} tokens) + max_new_tokens ({}) = {} exceeds max_model_len {}",
-                            spec.prompt_ids.size(), spec.max_new_tokens, total, max_model_len);
+    return invalid_argument(
+        "prompt ({} tokens) + max_new_tokens ({}) = {} exceeds max_model_len {}",
+        spec.prompt_ids.size(), spec.max_new_tokens, total, max_model_len);
   return Status();
 }
 

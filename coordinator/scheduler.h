@@ -13,7 +13,8 @@
 //                    prefill chunk goes before a younger request's decode)
 // Waiting requests are admitted first come, first served in both (preempted ones first), each
 // only when its first chunk fits the free blocks of a dp group (no one overtakes the head).
-// Add a policy: a SchedulerPolicy subclass, an enum value, its name in the parser and docs/configuration.md.
+// Add a policy: a SchedulerPolicy subclass, an enum value, its name in the parser and
+// docs/configuration.md.
 #pragma once
 
 #include <deque>

@@ -338,9 +338,9 @@ INSTANTIATE_TEST_SUITE_P(
 
 // ---- batch-priority scores under EP vs the float64 reference ------------------------------
 
-// Two ranks route the worked example of docs/moe-routing.md (8 tokens, E = 4, k = 2, C = 0.5: capacity 2
-// per source rank); rank 1 sees the tokens in reverse. x = log p and an identity router give
-// the example's router probabilities. Each rank's output must match the naive reference
+// Two ranks route the worked example of docs/moe-routing.md (8 tokens, E = 4, k = 2, C = 0.5:
+// capacity 2 per source rank); rank 1 sees the tokens in reverse. x = log p and an identity router
+// give the example's router probabilities. Each rank's output must match the naive reference
 // (tests/unit/moe_reference.h) for its own tokens under priority_score router and combine,
 // and the two scores must drop different tokens (so the option reaches moe_assign).
 struct EpScoreCase {

@@ -1,7 +1,7 @@
 // MoE routing on one rank: expert_capacity, the backend's moe_assign on hand-built routing
 // tables (order vs batch-priority drops, GShard top-1-first, dropless, capacity 0), the
-// the worked example of docs/moe-routing.md (priority scored by the router's probabilities or the combine
-// weights) through moe_assign and moe_ffn against tests/unit/moe_reference.h, and the
+// the worked example of docs/moe-routing.md (priority scored by the router's probabilities or the
+// combine weights) through moe_assign and moe_ffn against tests/unit/moe_reference.h, and the
 // batch-priority-routing comparison on a seeded random router (prints its numbers).
 // Add a case: write the [T, k] table out by hand and assert every dest row.
 #include <gtest/gtest.h>
