@@ -15,7 +15,7 @@ packages=(
   libzmq3-dev cppzmq-dev
   libyaml-cpp-dev libopenblas-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libonig-dev libutf8proc-dev libpython3-dev python3-jinja2 libboost1.81-dev
+  libonig-dev libutf8proc-dev libicu-dev libpython3-dev python3-jinja2 libboost1.81-dev
   clang-format python3 gnuplot-nox
 )
 # shellcheck disable=SC2206

@@ -2,6 +2,7 @@
 // normalization (see unicode.h). Keep these byte-exact with Rust's std / Python's codecs.
 #include "tokenizer/unicode.h"
 
+#include <unicode/uchar.h>
 #include <utf8proc.h>
 
 #include <cstdlib>
@@ -139,6 +140,9 @@ bool is_whitespace(char32_t c) {
   }
 }
 
+// The Unicode version of HF tokenizers' punctuation tables (the unicode_categories crate).
+constexpr uint8_t kPunctuationUnicodeMajor = 9;
+
 static utf8proc_category_t category(char32_t c) {
   return utf8proc_category(static_cast<utf8proc_int32_t>(c));
 }
@@ -155,7 +159,12 @@ bool is_punctuation(char32_t c) {
            (c >= 0x7B && c <= 0x7E);
   }
   const auto cat = category(c);
-  return cat >= UTF8PROC_CATEGORY_PC && cat <= UTF8PROC_CATEGORY_PO;
+  if (cat < UTF8PROC_CATEGORY_PC || cat > UTF8PROC_CATEGORY_PO) return false;
+  // `tokenizers` asks the unicode_categories crate, whose tables are Unicode 9.0: punctuation
+  // assigned later (e.g. U+09FD BENGALI ABBREVIATION SIGN, Unicode 10) is not punctuation there.
+  UVersionInfo age;
+  u_charAge(static_cast<UChar32>(c), age);
+  return age[0] < kPunctuationUnicodeMajor || (age[0] == kPunctuationUnicodeMajor && age[1] == 0);
 }
 
 bool is_word_char(char32_t c) {

@@ -38,7 +38,7 @@ size_t count_chars(std::string_view s);
 bool is_whitespace(char32_t c);
 // Rust's char::is_numeric (general categories Nd, Nl, No).
 bool is_numeric(char32_t c);
-// tokenizers' is_punc: ASCII punctuation or a Unicode P* category.
+// tokenizers' is_punc: ASCII punctuation or a Unicode P* category as of Unicode 9.0.
 bool is_punctuation(char32_t c);
 // Rust regex's \w (alphabetic, marks, decimal digits, connector punctuation, joiners).
 bool is_word_char(char32_t c);
