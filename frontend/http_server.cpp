@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -40,6 +42,13 @@ using coordinator::RequestUpdate;
 using SteadyClock = std::chrono::steady_clock;
 
 namespace {
+
+// Bodies up to this size are parsed on the CPU pool (a prompt of ~8k ids); larger ones on the
+// large-body lane, at most kMaxLargeBodies waiting (more: 503).
+constexpr int64_t kInlineBodyBytes = 64 << 10;
+constexpr int kMaxLargeBodies = 8;
+constexpr const char* kLargeBodiesBusy =
+    "too many large request bodies are waiting to be parsed; send this one again later";
 
 double seconds_since(SteadyClock::time_point t) {
   return std::chrono::duration<double>(SteadyClock::now() - t).count();
@@ -202,7 +211,31 @@ struct HttpServer::Impl {
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   tcp::acceptor acceptor{asio::make_strand(ioc)};
   std::unique_ptr<asio::thread_pool> cpu;
+  // Bodies over kInlineBodyBytes are parsed here instead: one thread at the lowest priority,
+  // at most kMaxLargeBodies waiting, so that clients sending large bodies delay neither the
+  // others' requests nor the engine.
+  std::unique_ptr<asio::thread_pool> cpu_large;
+  std::atomic<int> large_pending{0};
   std::vector<std::thread> threads;
+
+  // Runs `job` on the CPU pool that fits a body of `bytes`; false when the large-body lane is
+  // full (the caller answers 503).
+  template <typename Job>
+  bool post_cpu(size_t bytes, Job&& job) {
+    if (static_cast<int64_t>(bytes) <= kInlineBodyBytes) {
+      asio::post(*cpu, std::forward<Job>(job));
+      return true;
+    }
+    if (large_pending.fetch_add(1) >= kMaxLargeBodies) {
+      large_pending.fetch_sub(1);
+      return false;
+    }
+    asio::post(*cpu_large, [this, job = std::forward<Job>(job)]() mutable {
+      job();
+      large_pending.fetch_sub(1);
+    });
+    return true;
+  }
   int bound_port = 0;
 
   std::mutex sessions_mu;
@@ -563,18 +596,22 @@ void Session::route() {
     case Route::kChat: {
       if (srv_.loop->draining())
         return send_error(ApiError{503, "the server is shutting down", ""});
+      if (!srv_.post_cpu(req.body().size(),
+                         [self = shared_from_this(), r = route_, body = req.body()]() mutable {
+                           self->run_generation_job(r, std::move(body));
+                         }))
+        return send_error(ApiError{503, kLargeBodiesBusy, ""});
       watch_socket();
-      asio::post(*srv_.cpu, [self = shared_from_this(), r = route_, body = req.body()]() mutable {
-        self->run_generation_job(r, std::move(body));
-      });
       return;
     }
     case Route::kTokenize:
     case Route::kDetokenize:
+      if (!srv_.post_cpu(
+              req.body().size(),
+              [self = shared_from_this(), d = route_ == Route::kDetokenize,
+               body = req.body()]() mutable { self->run_tokenize_job(d, std::move(body)); }))
+        return send_error(ApiError{503, kLargeBodiesBusy, ""});
       watch_socket();
-      asio::post(*srv_.cpu,
-                 [self = shared_from_this(), d = route_ == Route::kDetokenize,
-                  body = req.body()]() mutable { self->run_tokenize_job(d, std::move(body)); });
       return;
     case Route::kNotFound: break;
   }
@@ -603,9 +640,8 @@ std::optional<ApiError> check_ids(const std::vector<int32_t>& ids, int64_t vocab
   return std::nullopt;
 }
 
-Result<std::string> render_chat(const HttpServer::Impl& srv, const nlohmann::json& messages,
+Result<std::string> render_chat(const HttpServer::Impl& srv, const ChatTemplateInput& input,
                                 bool add_generation_prompt, bool continue_final,
-                                const nlohmann::json& tools, const nlohmann::json& documents,
                                 const nlohmann::json& kwargs) {
   if (!srv.chat_template)
     return invalid_argument(
@@ -614,12 +650,10 @@ Result<std::string> render_chat(const HttpServer::Impl& srv, const nlohmann::jso
   tokenizer::ChatTemplateOptions o;
   o.add_generation_prompt = add_generation_prompt;
   o.continue_final_message = continue_final;
-  o.tools = tools;
-  o.documents = documents;
   o.bos_token = srv.tok->info().bos_token;
   o.eos_token = srv.tok->info().eos_token;
   o.extra = kwargs.is_object() ? kwargs : nlohmann::json::object();
-  return srv.chat_template->render(messages, o);
+  return srv.chat_template->render_json(input.messages, o, input.tools, input.documents);
 }
 
 int64_t vocab_limit(const HttpServer::Impl& srv) {
@@ -649,8 +683,8 @@ Prepared prepare_generation(const HttpServer::Impl& srv, Route route, const std:
     p.params = parsed.request.params;
     if ((p.error = check_model(p.params.model, srv.served_names))) return p;
     const auto& r = parsed.request;
-    auto text = render_chat(srv, r.messages, r.add_generation_prompt, r.continue_final_message,
-                            r.tools, r.documents, r.chat_template_kwargs);
+    auto text = render_chat(srv, r.ordered, r.add_generation_prompt, r.continue_final_message,
+                            r.chat_template_kwargs);
     if (!text.ok()) {
       p.error = bad_request(text.status().message(), "messages");
       return p;
@@ -718,9 +752,8 @@ void Session::run_tokenize_job(bool detokenize, std::string body) {
         const auto& r = parsed.request;
         std::vector<int32_t> ids;
         if (r.is_chat) {
-          auto text =
-              render_chat(srv_, r.messages, r.add_generation_prompt, r.continue_final_message,
-                          r.tools, r.documents, r.chat_template_kwargs);
+          auto text = render_chat(srv_, r.ordered, r.add_generation_prompt,
+                                  r.continue_final_message, r.chat_template_kwargs);
           if (!text.ok())
             error = bad_request(text.status().message(), "messages");
           else
@@ -1092,6 +1125,7 @@ void HttpServer::Impl::shutdown() {
     gate->open = false;
   }
   if (cpu) cpu->join();
+  if (cpu_large) cpu_large->join();
   work.reset();
   ioc.stop();
   for (auto& t : threads) t.join();
@@ -1194,6 +1228,10 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(
 
   impl->work.emplace(impl->ioc.get_executor());
   impl->cpu = std::make_unique<asio::thread_pool>(options.cpu_threads);
+  impl->cpu_large = std::make_unique<asio::thread_pool>(1);
+  // Lowest priority for the large-body thread only (Linux nice values are per thread).
+  asio::post(*impl->cpu_large,
+             [] { (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19); });
   impl->accept();
   for (int i = 0; i < options.io_threads; ++i)
     impl->threads.emplace_back([raw = impl.get()] { raw->ioc.run(); });

@@ -386,6 +386,32 @@ void read_messages(Fields& f, const json& body, const ProtocolLimits& limits, js
   (void)body;
 }
 
+// The chat template's inputs from a body that passed parse_body (so its nesting is bounded) in
+// the client's key order, with content parts joined as read_messages joins them.
+ChatTemplateInput ordered_chat_input(std::string_view body) {
+  ChatTemplateInput in;
+  const ordered_json o = ordered_json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!o.is_object()) return in;
+  if (auto m = o.find("messages"); m != o.end() && m->is_array()) {
+    ordered_json messages = ordered_json::array();
+    for (ordered_json msg : *m) {
+      if (auto c = msg.find("content"); c != msg.end() && c->is_array()) {
+        std::string text;
+        for (const ordered_json& part : *c) {
+          if (!text.empty()) text += "\n";
+          text += part.is_string() ? part.get<std::string>() : part.at("text").get<std::string>();
+        }
+        *c = text;
+      }
+      messages.push_back(std::move(msg));
+    }
+    in.messages = dump_json(messages);
+  }
+  for (auto [key, out] : {std::pair{"tools", &in.tools}, std::pair{"documents", &in.documents}})
+    if (auto v = o.find(key); v != o.end() && v->is_array()) *out = dump_json(*v);
+  return in;
+}
+
 void read_chat_template_fields(Fields& f, bool* add_generation_prompt, bool* continue_final,
                                json* tools, json* documents, json* kwargs) {
   f.read_bool("add_generation_prompt", add_generation_prompt);
@@ -522,6 +548,7 @@ ChatParse parse_chat_request(std::string_view body, const ProtocolLimits& limits
                             &r.documents, &r.chat_template_kwargs);
   f.read_bool("add_special_tokens", &r.add_special_tokens);
   out.error = f.error;
+  if (!out.error) r.ordered = ordered_chat_input(body);
   return out;
 }
 
@@ -549,6 +576,7 @@ TokenizeParse parse_tokenize_request(std::string_view body, const ProtocolLimits
   f.read_bool("add_special_tokens", &r.add_special_tokens);
   f.read_bool("return_token_strs", &r.return_token_strs);
   out.error = f.error;
+  if (!out.error && r.is_chat) r.ordered = ordered_chat_input(body);
   return out;
 }
 

@@ -62,6 +62,12 @@ struct CompletionRequest {
   bool add_special_tokens = true;
 };
 
+struct ChatTemplateInput {
+  std::string messages;
+  std::string tools;
+  std::string documents;
+};
+
 struct ChatRequest {
   GenerationParams params;
   // The messages with text parts joined (content a string or null), other keys as sent.
@@ -72,6 +78,10 @@ struct ChatRequest {
   nlohmann::json tools;      // null or list
   nlohmann::json documents;  // null or list
   nlohmann::json chat_template_kwargs = nlohmann::json::object();
+  // messages (normalised as above), tools and documents as JSON text in the client's key
+  // order, for the chat template ("" when absent): templates show key order (tojson,
+  // .items()), which nlohmann::json sorts.
+  ChatTemplateInput ordered;
 };
 
 // POST /tokenize: a completion-style (prompt) or chat-style (messages) request.
@@ -86,6 +96,7 @@ struct TokenizeRequest {
   nlohmann::json tools;
   nlohmann::json documents;
   nlohmann::json chat_template_kwargs = nlohmann::json::object();
+  ChatTemplateInput ordered;  // as ChatRequest's
   bool return_token_strs = false;
 };
 

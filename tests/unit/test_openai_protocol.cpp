@@ -267,6 +267,28 @@ TEST(ChatRequest, MessagesAndTemplateFields) {
             4);
 }
 
+// Templates show key order (tools | tojson, message.items()), so the chat template gets the
+// client's order, which nlohmann::json (sorted keys) would lose; content parts are joined.
+TEST(ChatRequest, TemplateInputKeepsTheClientsKeyOrder) {
+  const std::string body =
+      R"({"model": "m", "tools": [{"type": "function", "function": {"name": "f", )"
+      R"("description": "d", "parameters": {"z": 1, "a": 2}}}], "messages": [{"role": "user", )"
+      R"("name": "zed", "content": [{"type": "text", "text": "a"}, {"type": "text", )"
+      R"("text": "b"}]}], "documents": [{"title": "t", "text": "x"}]})";
+  auto p = parse_chat_request(body, limits());
+  ASSERT_FALSE(p.error) << p.error->message;
+  EXPECT_EQ(p.request.ordered.messages, R"([{"role":"user","name":"zed","content":"a\nb"}])");
+  EXPECT_EQ(p.request.ordered.tools,
+            R"([{"type":"function","function":{"name":"f","description":"d",)"
+            R"("parameters":{"z":1,"a":2}}}])");
+  EXPECT_EQ(p.request.ordered.documents, R"([{"title":"t","text":"x"}])");
+  auto t = parse_tokenize_request(
+      R"({"messages": [{"role": "user", "content": "hi", "a": 1}], "tools": null})", limits());
+  ASSERT_FALSE(t.error);
+  EXPECT_EQ(t.request.ordered.messages, R"([{"role":"user","content":"hi","a":1}])");
+  EXPECT_EQ(t.request.ordered.tools, "");
+}
+
 TEST(ChatRequest, Errors) {
   const json msgs = {{{"role", "user"}, {"content", "x"}}};
   EXPECT_EQ(chat_error({{"model", "m"}}), "messages");
