@@ -25,8 +25,10 @@ done
 export RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 "$py" "$root/bench/tokenizer_bench.py" run "$work/texts.jsonl" "${specs[@]}" \
   --seconds "${SECONDS_PER:-3}" >"$work/hf.json"
-"$bin" --texts "$work/texts.jsonl" --seconds "${SECONDS_PER:-3}" \
-  $(printf -- '--tokenizer %s ' "${specs[@]}") >"$work/ours.json"
+tokenizer_args=()
+for spec in "${specs[@]}"; do tokenizer_args+=(--tokenizer "$spec"); done
+"$bin" --texts "$work/texts.jsonl" --seconds "${SECONDS_PER:-3}" "${tokenizer_args[@]}" \
+  >"$work/ours.json"
 
 "$py" - "$work/hf.json" "$work/ours.json" "$out" <<'PY'
 import json, sys

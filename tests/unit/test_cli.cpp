@@ -379,7 +379,7 @@ TEST(Cli, BadInputGivesAClearErrorAndNonZeroExit) {
             "--dataset-name jsonl needs --dataset-path"},
            {"bench throughput --model tiny-moe --load-format dummy --burstiness 0",
             "--burstiness must be a finite number > 0, got 0"},
-           {"bench serve", "--endpoint is required"},
+           {"bench serve", "--backend shardwise needs --endpoint"},
            {"bench serve --endpoint tcp://127.0.0.1:9 --server-timeout 0.3 --num-prompts 2",
             "serve endpoint tcp://127.0.0.1:9: no reply within 0.3 s"},
        }) {
