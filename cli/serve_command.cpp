@@ -30,6 +30,14 @@ namespace {
 
 std::atomic<int> g_signals{0};  // 1: drain, 2: abort what is open (EngineLoop::run)
 
+// A drain the server starts itself (a front end failed): at least 1, never counted as one of
+// the operator's signals (a later SIGTERM must still drain, not abort).
+void begin_internal_drain() {
+  int v = g_signals.load();
+  while (v < 1 && !g_signals.compare_exchange_weak(v, 1)) {
+  }
+}
+
 extern "C" void on_stop_signal(int) { g_signals.fetch_add(1); }
 
 void install_stop_handlers() {
@@ -98,10 +106,10 @@ Status write_ready_file(const std::string& path, const std::string& endpoint,
 
 int run_serve(const ServeArgs& a) {
   coordinator::EngineLoop loop(a.loop);
+  coordinator::serve::ServerInfo served;  // outlives the HTTP server, which refers to it
   std::unique_ptr<frontend::ZmqServer> server;
   std::unique_ptr<frontend::HttpServer> http;
   std::string http_url;
-  coordinator::serve::ServerInfo served;  // outlives the HTTP server, which refers to it
   EngineRunOptions ro;
   ro.collect_moe_metrics = !a.no_moe_metrics;
   ro.workers_ignore_signals = true;
@@ -137,12 +145,12 @@ int run_serve(const ServeArgs& a) {
         Status zmq_status;
         std::thread zmq_thread([&] {
           zmq_status = server->run(stop_frontends);
-          if (!zmq_status.ok()) g_signals.fetch_add(1);
+          if (!zmq_status.ok()) begin_internal_drain();
         });
         Status st;
         if (!a.ready_file.empty())
           st = write_ready_file(a.ready_file, server->endpoint(), http_url, info);
-        if (!st.ok()) g_signals.fetch_add(1);
+        if (!st.ok()) begin_internal_drain();
         Status loop_status = loop.run(engine, g_signals);
         // Drained: every request has its final event. Let the front ends send them, then close.
         if (http) {

@@ -39,6 +39,7 @@ struct OpenAiTarget::Stream {
   int64_t num_tokens = 0;  // completion tokens reported so far
   int64_t num_prompt = 0;
   std::string finish_reason;  // from the last choice that had one
+  bool has_usage = false;     // the server sends usage in chunks (continuous usage stats)
   bool ended = false;
 };
 
@@ -105,18 +106,42 @@ Result<std::unique_ptr<OpenAiTarget>> OpenAiTarget::connect(
   tcp::resolver resolver(im.io);
   im.endpoints = resolver.resolve(im.host, im.port, ec);
   if (ec) return unavailable("--base-url {}: cannot resolve: {}", options.base_url, ec.message());
-  // GET /v1/models: the server answers, and names its model.
+  // GET /v1/models: the server answers, and names its model. Asynchronous, so that the 10 s
+  // bound holds (Beast's blocking calls have no timeouts).
   beast::tcp_stream stream(im.io);
   stream.expires_after(std::chrono::seconds(10));
-  stream.connect(im.endpoints, ec);
-  if (ec) return unavailable("{}: cannot connect: {}", options.base_url, ec.message());
   http::request<http::empty_body> req{http::verb::get, im.prefix + "/v1/models", 11};
   req.set(http::field::host, im.host);
   if (!options.api_key.empty()) req.set(http::field::authorization, "Bearer " + options.api_key);
-  http::write(stream, req, ec);
   beast::flat_buffer buffer;
   http::response<http::string_body> res;
-  if (!ec) http::read(stream, buffer, res, ec);
+  bool finished = false;
+  stream.async_connect(im.endpoints, [&](beast::error_code e, const tcp::endpoint&) {
+    if (e) {
+      ec = e;
+      finished = true;
+      return;
+    }
+    http::async_write(stream, req, [&](beast::error_code e2, size_t) {
+      if (e2) {
+        ec = e2;
+        finished = true;
+        return;
+      }
+      http::async_read(stream, buffer, res, [&](beast::error_code e3, size_t) {
+        ec = e3;
+        finished = true;
+      });
+    });
+  });
+  im.io.run_for(std::chrono::seconds(11));
+  im.io.restart();
+  if (!finished) {
+    stream.socket().close(ec);
+    im.io.poll();  // let the cancelled handlers run before their captures go
+    im.io.restart();
+    return unavailable("{}/v1/models: no answer within 10 s", options.base_url);
+  }
   if (ec) return unavailable("{}/v1/models: {}", options.base_url, ec.message());
   if (res.result() != http::status::ok)
     return unavailable("{}/v1/models: {}", options.base_url,
@@ -171,50 +196,56 @@ void OpenAiTarget::start(const std::shared_ptr<Stream>& s) {
   const auto timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::chrono::duration<double>(options_.request_timeout_s));
   s->stream.expires_after(timeout);
-  s->stream.async_connect(impl_->endpoints, [this, s, timeout](beast::error_code ec,
-                                                               const tcp::endpoint&) {
-    if (s->ended) return;
-    if (ec) return fail(s, fmt::format("connect: {}", ec.message()));
-    s->stream.socket().set_option(tcp::no_delay(true), ec);
-    s->stream.expires_after(timeout);
-    http::async_write(s->stream, s->request, [this, s, timeout](beast::error_code ec, size_t) {
-      if (s->ended) return;
-      if (ec) return fail(s, fmt::format("send: {}", ec.message()));
-      s->parser.emplace();
-      s->parser->body_limit(boost::none);
-      s->stream.expires_after(timeout);
-      // Read as the body grows: each read hands the new SSE events over at once.
-      auto read = std::make_shared<std::function<void()>>();
-      *read = [this, s, timeout, read]() {
+  s->stream.async_connect(
+      impl_->endpoints, [this, s, timeout](beast::error_code ec, const tcp::endpoint&) {
+        if (s->ended) return;
+        if (ec) return fail(s, fmt::format("connect: {}", ec.message()));
+        s->stream.socket().set_option(tcp::no_delay(true), ec);
         s->stream.expires_after(timeout);
-        http::async_read_some(
-            s->stream, s->buffer, *s->parser, [this, s, read](beast::error_code ec, size_t) {
-              if (s->ended) return;
-              const bool eof = ec == http::error::end_of_stream || ec == asio::error::eof;
-              if (ec && !eof) return fail(s, fmt::format("receive: {}", ec.message()));
-              if (s->parser->is_header_done() && s->parser->get().result() != http::status::ok) {
-                if (!s->parser->is_done() && !eof) return (*read)();
-                return fail(s,
-                            error_message(s->parser->get().body(), s->parser->get().result_int()));
-              }
-              on_body(s);
-              if (s->ended) return;
-              if (s->parser->is_done() || eof) return done(s);
-              (*read)();
-            });
-      };
-      (*read)();
-    });
+        http::async_write(s->stream, s->request, [this, s](beast::error_code ec, size_t) {
+          if (s->ended) return;
+          if (ec) return fail(s, fmt::format("send: {}", ec.message()));
+          s->parser.emplace();
+          s->parser->body_limit(boost::none);
+          read_more(s);
+        });
+      });
+}
+
+// Reads as the body grows: each read hands the new SSE events over at once. The handler holds
+// the stream only until it ends (no self-referencing callback, so nothing outlives it).
+void OpenAiTarget::read_more(const std::shared_ptr<Stream>& s) {
+  s->stream.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(options_.request_timeout_s)));
+  http::async_read_some(s->stream, s->buffer, *s->parser, [this, s](beast::error_code ec, size_t) {
+    if (s->ended) return;
+    const bool eof = ec == http::error::end_of_stream || ec == asio::error::eof;
+    if (ec && !eof) return fail(s, fmt::format("receive: {}", ec.message()));
+    if (s->parser->is_header_done() && s->parser->get().result() != http::status::ok) {
+      if (!s->parser->is_done() && !eof) return read_more(s);
+      return fail(s, error_message(s->parser->get().body(), s->parser->get().result_int()));
+    }
+    on_body(s);
+    if (s->ended) return;
+    if (s->parser->is_done() || eof) return done(s);
+    read_more(s);
   });
 }
 
 void OpenAiTarget::on_body(const std::shared_ptr<Stream>& s) {
   const std::string& body = s->parser->get().body();
   for (;;) {
-    const size_t end = body.find("\n\n", s->consumed);
+    // Events end with a blank line: "\n\n", or "\r\n\r\n" from servers that use CRLF.
+    size_t end = body.find("\n\n", s->consumed), skip = 2;
+    if (const size_t crlf = body.find("\r\n\r\n", s->consumed);
+        crlf != std::string::npos && crlf < end) {
+      end = crlf;
+      skip = 4;
+    }
     if (end == std::string::npos) return;
-    const std::string event = body.substr(s->consumed, end - s->consumed);
-    s->consumed = end + 2;
+    std::string event = body.substr(s->consumed, end - s->consumed);
+    std::erase(event, '\r');
+    s->consumed = end + skip;
     for (size_t pos = 0; pos < event.size();) {
       size_t eol = event.find('\n', pos);
       if (eol == std::string::npos) eol = event.size();
@@ -235,13 +266,26 @@ void OpenAiTarget::on_body(const std::shared_ptr<Stream>& s) {
         const json& u = j["usage"];
         if (u.contains("prompt_tokens") && u["prompt_tokens"].is_number_integer())
           s->num_prompt = u["prompt_tokens"].get<int64_t>();
-        if (u.contains("completion_tokens") && u["completion_tokens"].is_number_integer())
+        if (u.contains("completion_tokens") && u["completion_tokens"].is_number_integer()) {
           new_tokens = u["completion_tokens"].get<int64_t>() - s->num_tokens;
+          s->has_usage = true;
+        }
       }
       if (j.contains("choices") && j["choices"].is_array() && !j["choices"].empty()) {
         const json& c = j["choices"][0];
         if (c.contains("finish_reason") && c["finish_reason"].is_string())
           s->finish_reason = c["finish_reason"].get<std::string>();
+      }
+      if (!s->has_usage && j.contains("choices") && j["choices"].is_array() &&
+          !j["choices"].empty()) {
+        // A server without continuous usage stats: one token per chunk that carries text.
+        const json& c = j["choices"][0];
+        const json* text = c.contains("text") ? &c["text"]
+                           : c.contains("delta")
+                               ? (c["delta"].contains("content") ? &c["delta"]["content"] : nullptr)
+                               : nullptr;
+        if (text && text->is_string() && !text->get_ref<const std::string&>().empty())
+          new_tokens = 1;
       }
       if (new_tokens > 0) {
         s->num_tokens += new_tokens;

@@ -50,6 +50,7 @@ class OpenAiTarget final : public coordinator::RequestTarget {
   struct Stream;
   explicit OpenAiTarget(const OpenAiTargetOptions& options);
   void start(const std::shared_ptr<Stream>& s);
+  void read_more(const std::shared_ptr<Stream>& s);
   void on_body(const std::shared_ptr<Stream>& s);
   void fail(const std::shared_ptr<Stream>& s, const std::string& why);
   void done(const std::shared_ptr<Stream>& s);

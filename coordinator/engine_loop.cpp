@@ -37,11 +37,18 @@ EngineLoop::EngineLoop(EngineLoopOptions options) : options_(std::move(options))
 
 uint64_t EngineLoop::submit(RequestSpec spec, RequestSink sink) {
   const uint64_t ticket = next_ticket_.fetch_add(1);
+  std::string why;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    inbox_.push_back(Pending{ticket, std::move(spec), std::move(sink)});
+    if (!closed_) {
+      inbox_.push_back(Pending{ticket, std::move(spec), std::move(sink)});
+      wake_.notify_one();
+      return ticket;
+    }
+    why = closed_why_;
   }
-  wake_.notify_one();
+  // run() has returned: nothing would take it (a front end that checked draining() just before).
+  sink(refusal(ticket, why, /*unavailable=*/true));
   return ticket;
 }
 
@@ -65,10 +72,34 @@ void EngineLoop::begin_drain() {
                open_.size(), options_.drain_timeout_s);
 }
 
-bool EngineLoop::drained(const Engine& engine) const {
+bool EngineLoop::drained(const Engine& engine) {
   if (!draining_.load() || !open_.empty() || engine.busy()) return false;
   std::lock_guard<std::mutex> lock(mu_);
-  return inbox_.empty();
+  if (!inbox_.empty()) return false;
+  // Closed in the same breath as the inbox is seen empty: a later submit() is refused at once.
+  closed_ = true;
+  closed_why_ = "the server is shutting down";
+  return true;
+}
+
+void EngineLoop::close_with_error(const std::string& why) {
+  std::deque<Pending> inbox;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    closed_why_ = why;
+    inbox.swap(inbox_);
+  }
+  for (Pending& p : inbox) p.sink(refusal(p.ticket, why, /*unavailable=*/true));
+  // The engine is not trusted after an error: every open request just ends, with the reason.
+  std::map<uint64_t, Open> open = std::move(open_);
+  open_.clear();
+  by_engine_id_.clear();
+  for (auto& [ticket, o] : open) {
+    RequestUpdate e = refusal(ticket, why, /*unavailable=*/false);
+    e.rejected = false;
+    o.sink(std::move(e));
+  }
 }
 
 int64_t EngineLoop::engine_id(uint64_t ticket) const {
@@ -85,7 +116,10 @@ Status EngineLoop::run(Engine& engine, const std::atomic<int>& stop) {
       aborted = true;
       abort_all(engine, "server stopped by a second signal");
     }
-    SW_RETURN_IF_ERROR(run_once(engine, options_.idle_wait_s));
+    if (Status st = run_once(engine, options_.idle_wait_s); !st.ok()) {
+      close_with_error(fmt::format("the server stopped on an engine error: {}", st.message()));
+      return st;
+    }
   }
   refresh_snapshot(engine);
   return Status();

@@ -92,7 +92,9 @@ class EngineLoop {
   // idle), delivers events, checks the drain deadline.
   Status run_once(Engine& engine, double max_wait_s);
   void begin_drain();
-  bool drained(const Engine& engine) const;
+  // Draining, nothing open, nothing in flight: then the loop is closed, and a later submit()
+  // is refused at once (its sink called from submit()).
+  bool drained(const Engine& engine);
   // The engine's id of an open request (tests), or -1.
   int64_t engine_id(uint64_t ticket) const;
 
@@ -111,6 +113,9 @@ class EngineLoop {
   void finish(Engine& engine, uint64_t ticket, RequestUpdate event);
   void abort_all(Engine& engine, const std::string& why);
   void refresh_snapshot(const Engine& engine);
+  // After an engine error: every queued and open request gets its final (error) event and
+  // later submissions are refused, so no front end waits for what cannot come.
+  void close_with_error(const std::string& why);
 
   EngineLoopOptions options_;
   std::atomic<uint64_t> next_ticket_{1};
@@ -121,6 +126,8 @@ class EngineLoop {
   std::vector<std::pair<uint64_t, std::string>> aborts_;
   EngineSnapshot snapshot_;
   std::atomic<bool> draining_{false};
+  bool closed_ = false;  // run() is over: submissions are refused (guarded by mu_)
+  std::string closed_why_;
 
   // engine thread only
   std::map<uint64_t, Open> open_;             // by ticket

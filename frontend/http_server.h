@@ -78,7 +78,8 @@ class HttpServer {
   int port() const;  // the bound port
   std::string host() const;
   // Stops accepting and closes idle connections; responses in progress finish, then their
-  // connections close. Call before draining the EngineLoop.
+  // connections close. `serve` calls it once the EngineLoop has drained (during the drain new
+  // generations get 503s and the open ones stream on).
   void stop();
   // Everything at once: stop(), abort what is open, close every connection, join threads.
   void shutdown();

@@ -126,8 +126,12 @@ ZmqServer::ZmqServer(const ZmqServerOptions& options, serve::ServerInfo info,
       inbox_(std::make_shared<Inbox>()) {}
 
 ZmqServer::~ZmqServer() {
-  large_lane_.reset();  // joins its thread before the event fd goes
-  if (inbox_->event_fd >= 0) ::close(inbox_->event_fd);
+  large_lane_.reset();  // joins its thread
+}
+
+ZmqServer::Inbox::~Inbox() {
+  // Here, not in ~ZmqServer: a sink that still holds the inbox may still write to the fd.
+  if (event_fd >= 0) ::close(event_fd);
 }
 
 Result<std::unique_ptr<ZmqServer>> ZmqServer::bind(const ZmqServerOptions& options,
@@ -171,9 +175,26 @@ uint64_t ZmqServer::ticket(const std::string& client_request_id) const {
 }
 
 Status ZmqServer::run(const std::atomic<bool>& stop) {
-  while (!stop.load()) SW_RETURN_IF_ERROR(run_once(0.05));
+  Status st;
+  while (st.ok() && !stop.load()) st = run_once(0.05);
   take_events();  // the engine loop has drained: its last events go out
-  return Status();
+  // Whatever is still open (the loop stopped on an error, or this thread failed) is told so,
+  // rather than left to its client's timeout.
+  std::vector<uint64_t> tickets;
+  for (const auto& [t, o] : open_) tickets.push_back(t);
+  for (uint64_t t : tickets) {
+    auto it = open_.find(t);
+    if (it == open_.end()) continue;  // its client was dropped by an earlier send
+    const Open o = it->second;
+    open_.erase(it);
+    loop_->abort(t, "the server is shutting down");
+    if (auto c = clients_.find(o.routing_id); c != clients_.end()) c->second.open.erase(o.id);
+    reject(o.routing_id, ProtocolError{serve::kShuttingDown,
+                                       "the server stopped before this request ended", o.id});
+  }
+  // A moment for the last messages to leave before the socket closes.
+  socket_.set(zmq::sockopt::linger, 1000);
+  return st;
 }
 
 Status ZmqServer::run_once(double max_wait_s) {
@@ -365,7 +386,8 @@ void ZmqServer::take_events() {
   for (auto& [routing_id, p] : parsed) {
     auto c = clients_.find(routing_id);
     if (c == clients_.end()) continue;  // dropped while its frame waited
-    --c->second.in_lane;
+    // A client dropped and back on the same routing id has a new entry: its count starts at 0.
+    if (c->second.in_lane > 0) --c->second.in_lane;
     act(routing_id, std::move(p));
     forget_if_idle(routing_id);
   }

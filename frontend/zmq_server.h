@@ -70,8 +70,9 @@ class ZmqServer {
 
   const std::string& endpoint() const { return endpoint_; }  // as bound (the real port)
 
-  // Serves until `stop` is set, then aborts what is still open (the engine loop has drained
-  // by then). Everything else in this class runs on that thread.
+  // Serves until `stop` is set (or a socket error), sends the engine loop's last events, and
+  // tells clients of requests still open that the server stopped. Everything else in this
+  // class runs on that thread.
   Status run(const std::atomic<bool>& stop);
   // One turn: reads what arrived (waiting up to `max_wait_s`), sends what the engine
   // produced, heartbeats.
@@ -115,6 +116,7 @@ class ZmqServer {
     std::deque<std::pair<uint64_t, coordinator::RequestUpdate>> events;
     std::deque<std::pair<std::string, Parsed>> parsed;  // by routing id
     int event_fd = -1;
+    ~Inbox();
   };
   class LargeLane;
 
