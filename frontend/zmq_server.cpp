@@ -37,7 +37,6 @@ constexpr double kReceiveSliceS = 0.005;
 // larger ones on the large-frame lane, at most kLargeLaneDepth waiting.
 constexpr int64_t kInlineFrameBytes = 64 << 10;
 constexpr size_t kLargeLaneDepth = 8;
-constexpr int kReceiveHwm = 32;
 
 Status check_endpoint(const std::string& e) {
   if (e.rfind("tcp://", 0) == 0 || e.rfind("ipc://", 0) == 0) return Status();
@@ -153,9 +152,6 @@ Result<std::unique_ptr<ZmqServer>> ZmqServer::bind(const ZmqServerOptions& optio
     s->socket_.set(zmq::sockopt::linger, 0);
     s->socket_.set(zmq::sockopt::sndhwm, options.send_hwm);
     s->socket_.set(zmq::sockopt::maxmsgsize, options.max_frame_bytes);
-    // Frames queued per client before ZeroMQ stops reading its connection (TCP then holds the
-    // sender back): what one client can make the server buffer is this many frames.
-    s->socket_.set(zmq::sockopt::rcvhwm, kReceiveHwm);
     s->socket_.bind(options.endpoint);
     s->endpoint_ = s->socket_.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
@@ -277,13 +273,16 @@ void ZmqServer::handle(const std::string& routing_id, bool envelope, zmq::messag
   auto [it, is_new] = clients_.try_emplace(routing_id);
   if (is_new) it->second.peer = describe_peer(routing_id, address);
   it->second.envelope = envelope;
-  if (static_cast<int64_t>(payload.size()) <= kInlineFrameBytes) {
+  // A client with frames on the lane sends its small ones there too, so that its frames are
+  // acted on in the order it sent them (an abort never overtakes its own generate).
+  if (static_cast<int64_t>(payload.size()) <= kInlineFrameBytes && it->second.in_lane == 0) {
     Parsed p =
         parse_frame(std::string_view(static_cast<const char*>(payload.data()), payload.size()));
     act(routing_id, std::move(p));
   } else {
-    // Large frames are parsed on the large-frame lane, so that small ones never wait behind
-    // them; a lane already full refuses the frame unread.
+    // Large frames (and the frames a client sends behind them) are parsed on the large-frame
+    // lane, so that other clients' small frames never wait behind them; a lane already full
+    // refuses the frame unread.
     ++it->second.in_lane;
     if (!large_lane_->push(LargeFrame{routing_id, std::move(payload)})) {
       --it->second.in_lane;

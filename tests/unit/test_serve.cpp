@@ -360,6 +360,25 @@ TEST(Serve, AFloodOfLargeFramesIsAnsweredAndDoesNotHoldOthersBack) {
   EXPECT_TRUE(f.all_free());
 }
 
+// One client's frames are acted on in the order it sent them, also when the first is large
+// (parsed on the large-frame lane) and the next small: its abort finds its generate.
+TEST(Serve, AnAbortBehindItsLargeGenerateFindsIt) {
+  Fixture f;
+  RawClient c(f.server->endpoint());
+  std::string big = generate("big", prompt(12), 900).dump();
+  big.insert(big.size() - 1, std::string(100 << 10, ' '));  // 100 KiB of JSON whitespace
+  c.send(big);
+  c.send(json{{"v", 1}, {"type", "abort"}, {"id", "big"}});
+  serve_until_ended(f, c, {"big"});
+  const std::vector<json> about = c.about("big");
+  ASSERT_FALSE(about.empty());
+  EXPECT_EQ(about.back()["type"], "done") << about.back().dump();
+  EXPECT_EQ(about.back()["finish_reason"], "abort") << about.back().dump();
+  EXPECT_LT(c.streamed("big").size(), 900u);
+  ASSERT_TRUE(f.run_until([&] { return !f.engine->busy(); }));
+  EXPECT_TRUE(f.all_free());
+}
+
 enum class Target { kQueued, kPrefilling, kTransferring, kDecoding };
 enum class How { kAbortMessage, kDisconnect };
 
