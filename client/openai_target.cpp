@@ -302,35 +302,32 @@ void OpenAiTarget::on_body(const std::shared_ptr<Stream>& s) {
 }
 
 void OpenAiTarget::fail(const std::shared_ptr<Stream>& s, const std::string& why) {
-  if (s->ended) return;
-  s->ended = true;
-  beast::error_code ec;
-  s->stream.socket().close(ec);
   RequestEvent e;
   e.kind = RequestEvent::Kind::kError;
-  e.id = s->id;
   e.error = coordinator::serve::ProtocolError{
       "http_error",
       fmt::format("{}{}: request {}: {}", options_.base_url, options_.endpoint, s->id, why), s->id};
-  e.received = Clock::now();
-  pending_.push_back(std::move(e));
-  open_.erase(s->id);
+  end(s, std::move(e));
 }
 
 void OpenAiTarget::done(const std::shared_ptr<Stream>& s) {
-  if (s->ended) return;
-  s->ended = true;
-  beast::error_code ec;
-  s->stream.socket().close(ec);
   RequestEvent e;
   e.kind = RequestEvent::Kind::kDone;
-  e.id = s->id;
   e.summary.finish_reason = s->finish_reason.empty() ? "error" : s->finish_reason;
   if (s->finish_reason.empty()) e.summary.error = "the stream ended without a finish_reason";
   e.summary.num_prompt_tokens = s->num_prompt;
   e.summary.num_output_tokens = s->num_tokens;
-  e.received = Clock::now();
-  pending_.push_back(std::move(e));
+  end(s, std::move(e));
+}
+
+void OpenAiTarget::end(const std::shared_ptr<Stream>& s, RequestEvent last) {
+  if (s->ended) return;
+  s->ended = true;
+  beast::error_code ec;
+  s->stream.socket().close(ec);
+  last.id = s->id;
+  last.received = Clock::now();
+  pending_.push_back(std::move(last));
   open_.erase(s->id);
 }
 

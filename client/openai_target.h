@@ -54,6 +54,8 @@ class OpenAiTarget final : public coordinator::RequestTarget {
   void on_body(const std::shared_ptr<Stream>& s);
   void fail(const std::shared_ptr<Stream>& s, const std::string& why);
   void done(const std::shared_ptr<Stream>& s);
+  // The request's last event: the connection closed, the event queued, the request forgotten.
+  void end(const std::shared_ptr<Stream>& s, coordinator::RequestEvent last);
 
   OpenAiTargetOptions options_;
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer_;

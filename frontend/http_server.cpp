@@ -308,6 +308,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void read_header();
   void on_header(beast::error_code ec);
   void on_body(beast::error_code ec);
+  // A request that could not be read: 413/431 over a limit, a quiet close for a peer that
+  // went away, else a 400.
+  void fail_read(beast::error_code ec);
   void watch_socket();  // a pending read while a response is being produced
 
   // ---- routing and work ----
@@ -494,24 +497,7 @@ void Session::read_header() {
 
 void Session::on_header(beast::error_code ec) {
   if (state_ != State::kReading) return;  // timed out meanwhile
-  if (ec) {
-    if (ec == http::error::body_limit)
-      return send_error(ApiError{413,
-                                 fmt::format("the request body is larger than {} bytes",
-                                             srv_.options.max_body_bytes),
-                                 ""},
-                        true);
-    if (ec == http::error::header_limit)
-      return send_error(ApiError{431,
-                                 fmt::format("the request header is larger than {} bytes",
-                                             srv_.options.max_header_bytes),
-                                 ""},
-                        true);
-    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
-        ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
-      return close();
-    return send_error(bad_request(fmt::format("malformed HTTP request: {}", ec.message())), true);
-  }
+  if (ec) return fail_read(ec);
   auto& req = parser_->get();
   ++srv_.requests;
   keep_alive_ = keep_alive_ && req.keep_alive();
@@ -549,20 +535,28 @@ void Session::on_header(beast::error_code ec) {
       [self = shared_from_this()](beast::error_code ec, size_t) { self->on_body(ec); });
 }
 
+void Session::fail_read(beast::error_code ec) {
+  if (ec == http::error::body_limit)
+    return send_error(ApiError{413,
+                               fmt::format("the request body is larger than {} bytes",
+                                           srv_.options.max_body_bytes),
+                               ""},
+                      true);
+  if (ec == http::error::header_limit)
+    return send_error(ApiError{431,
+                               fmt::format("the request header is larger than {} bytes",
+                                           srv_.options.max_header_bytes),
+                               ""},
+                      true);
+  if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+      ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
+    return close();
+  send_error(bad_request(fmt::format("malformed HTTP request: {}", ec.message())), true);
+}
+
 void Session::on_body(beast::error_code ec) {
   if (state_ != State::kReading) return;
-  if (ec) {
-    if (ec == http::error::body_limit)
-      return send_error(ApiError{413,
-                                 fmt::format("the request body is larger than {} bytes",
-                                             srv_.options.max_body_bytes),
-                                 ""},
-                        true);
-    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
-        ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
-      return close();
-    return send_error(bad_request(fmt::format("malformed HTTP request: {}", ec.message())), true);
-  }
+  if (ec) return fail_read(ec);
   route();
 }
 
