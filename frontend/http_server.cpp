@@ -694,6 +694,13 @@ Prepared prepare_generation(const HttpServer::Impl& srv, Route route, const std:
   p.spec.prompt_ids = p.prompt_ids;
   p.spec.max_new_tokens = len.max_new_tokens;
   p.spec.ignore_eos = p.params.ignore_eos;
+  // generation_config.json's eos ids end generation as the model's own do, unless ignore_eos
+  // (as vLLM does: Llama 3 Instruct's <|eot_id|> is only there, not in config.json).
+  if (!p.params.ignore_eos)
+    for (int32_t id : srv.tok->info().eos_token_ids)
+      if (std::find(p.params.stop_token_ids.begin(), p.params.stop_token_ids.end(), id) ==
+          p.params.stop_token_ids.end())
+        p.params.stop_token_ids.push_back(id);
   p.spec.sampling.temperature = static_cast<float>(p.params.temperature);
   p.spec.sampling.top_p = static_cast<float>(p.params.top_p);
   p.spec.sampling.top_k = static_cast<int32_t>(p.params.top_k);

@@ -391,6 +391,21 @@ TEST(HttpServer, StopStringsAndStopTokens) {
   EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(j["choices"][0]["stop_reason"], stop_id);
   EXPECT_EQ(j["usage"]["completion_tokens"], first + 1);
+  // The tokenizer folder's eos ids (generation_config.json) end generation too, unless
+  // ignore_eos.
+  h.tok->mutable_info().eos_token_ids = {stop_id};
+  r = c.post("/v1/completions", {{"prompt", "Hello"}, {"max_tokens", 40}, {"temperature", 0}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  j = r.j();
+  EXPECT_EQ(j["choices"][0]["text"],
+            text_of(std::vector<int32_t>(ref.begin(), ref.begin() + first)));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(j["usage"]["completion_tokens"], first + 1);
+  r = c.post("/v1/completions",
+             {{"prompt", "Hello"}, {"max_tokens", 40}, {"temperature", 0}, {"ignore_eos", true}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["usage"]["completion_tokens"], 40);
+  h.tok->mutable_info().eos_token_ids.clear();
   EXPECT_TRUE(h.wait_idle());
 }
 
